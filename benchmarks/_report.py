@@ -1,0 +1,61 @@
+"""Shared helpers for benchmark scripts: machine description and docs/benchmarks.md sections.
+
+Each benchmark owns one section of ``docs/benchmarks.md`` delimited by
+``<!-- BEGIN name -->`` / ``<!-- END name -->`` and rewrites only that section, so
+scripts can be re-run independently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+FIG_DIR = ROOT / "docs" / "figures"
+
+HEADER = """# Benchmarks
+
+Every number on this page was written by a script in `benchmarks/`; re-run the script
+named in a section to reproduce it. Machine and spread are given per section.
+"""
+
+
+def machine() -> str:
+    """One line describing the machine (CPU model, cores, memory, Python)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
+
+
+def update_section(name: str, markdown: str) -> Path:
+    """Replace (or append) the ``name`` section of docs/benchmarks.md with ``markdown``."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    lock = DOC.with_suffix(".lock")
+    with open(lock, "w") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        text = DOC.read_text() if DOC.exists() else HEADER
+        begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+        block = f"{begin}\n{markdown.rstrip()}\n{end}"
+        pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        text = pat.sub(lambda _m: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
+        tmp = DOC.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, DOC)
+    lock.unlink(missing_ok=True)
+    return DOC

@@ -1,0 +1,186 @@
+"""The selection methods compared by ``benchmarks/selection.py`` (private helper).
+
+Each method is a function ``run(X, budget, k, seed) -> (order, phases, variant)`` called
+inside its own worker process, so its peak RSS is its own. ``X`` is the (n, d) float32
+array (a read-only memmap of the ``.npy`` file); ``order`` the selected indices; ``phases``
+a dict of seconds per phase (kNN / kernel building, optimisation); ``variant`` a short
+description for the table. What each timing includes is stated in the docs section.
+
+Peers are configured as research.md says is fair: submodlib with ``sijs=`` (a float32
+cosine kernel clipped at 0, never ``data=``); apricot with a precomputed cosine kernel
+(not ``metric='cosine'``, which optimises cos^2) or with a FAISS kNN CSR matrix in
+float64 **transposed** (apricot scores candidate j by row j).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+#: partition size INGENIOUS-style per-partition dense runs aim at
+PARTITION_SIZE = 20000
+
+
+def _cosine_kernel(X: np.ndarray, dtype=np.float32, block: int = 4096) -> np.ndarray:
+    """Dense ``max(0, X X^T)`` in ``dtype``, built in row blocks (no float32 temporary of n^2)."""
+    n = X.shape[0]
+    K = np.empty((n, n), dtype=dtype)
+    for s in range(0, n, block):
+        B = X[s:s + block] @ X.T
+        np.maximum(B, 0, out=B)
+        K[s:s + block] = B
+    return K
+
+
+def _faiss_knn(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product kNN with FAISS (IndexFlatIP), self included; (n, k) sims and ids."""
+    import faiss
+
+    index = faiss.IndexFlatIP(X.shape[1])
+    index.add(X)
+    sims, ids = index.search(X, k)
+    return sims, ids
+
+
+def split_budget(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Per-partition budgets proportional to size, summing exactly to ``budget``.
+
+    INGENIOUS uses ``ceil(|p| / n * budget)`` (a few extra points); largest remainders keep
+    the total equal to the other methods' budget.
+
+    >>> split_budget(np.array([3, 3, 4]), 5).tolist()
+    [1, 2, 2]
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    raw = sizes / sizes.sum() * budget
+    out = np.floor(raw).astype(np.int64)
+    rest = budget - int(out.sum())
+    order = np.lexsort((np.arange(len(raw)), -(raw - out)))
+    out[order[:rest]] += 1
+    return np.minimum(out, np.maximum(sizes - 1, 0))
+
+
+# ---------------------------------------------------------------- subsetlm
+def _subsetlm(optimizer: str) -> Callable:
+    def run(X, budget, k, seed):
+        impl = os.environ.get("SUBSETLM_BENCH_STANDIN")
+        if impl:  # development only: never used for published numbers (see selection.py)
+            from benchmarks import _selection_standin as lib
+            knn_graph, SparseFacilityLocation, greedy, IndexConfig = (
+                lib.knn_graph, lib.SparseFacilityLocation, lib.greedy, lib.IndexConfig)
+        else:
+            from subsetlm.index import IndexConfig, knn_graph
+            from subsetlm.select.facility_location import SparseFacilityLocation
+            from subsetlm.select.greedy import greedy
+        t0 = time.perf_counter()
+        graph = knn_graph(X, k=k, cfg=IndexConfig())
+        t1 = time.perf_counter()
+        fn = SparseFacilityLocation(graph)
+        res = greedy(fn, budget, optimizer=optimizer, seed=seed)
+        t2 = time.perf_counter()
+        variant = f"kNN k={k} + {optimizer} greedy" + (" [STAND-IN]" if impl else "")
+        return (np.asarray(res.order, dtype=np.int64), {"knn_s": t1 - t0, "greedy_s": t2 - t1},
+                variant, {"upper_bound": float(res.upper_bound), "graph_objective": float(res.objective)})
+    return run
+
+
+# ---------------------------------------------------------------- submodlib
+def _submodlib_dense_one(Xp: np.ndarray, budget: int, phases: dict) -> np.ndarray:
+    from submodlib import FacilityLocationFunction
+
+    t0 = time.perf_counter()
+    K = _cosine_kernel(Xp, np.float32)
+    t1 = time.perf_counter()
+    fl = FacilityLocationFunction(n=Xp.shape[0], mode="dense", sijs=K, separate_rep=False)
+    picked = fl.maximize(budget=budget, optimizer="LazierThanLazyGreedy", stopIfZeroGain=False,
+                         stopIfNegativeGain=False, epsilon=0.1, verbose=False, show_progress=False)
+    t2 = time.perf_counter()
+    del fl, K
+    phases["kernel_s"] = phases.get("kernel_s", 0.0) + (t1 - t0)
+    phases["greedy_s"] = phases.get("greedy_s", 0.0) + (t2 - t1)
+    return np.array([i for i, _g in picked], dtype=np.int64)
+
+
+def submodlib_run(X, budget, k, seed):
+    """Dense lazier-than-lazy greedy; per random partition (~20k) when n is larger (INGENIOUS)."""
+    n = X.shape[0]
+    phases: dict = {}
+    if n <= PARTITION_SIZE:
+        order = _submodlib_dense_one(np.ascontiguousarray(X, dtype=np.float32), budget, phases)
+        return order, phases, "dense kernel, lazier-than-lazy (eps=0.1)", {}
+    n_parts = math.ceil(n / PARTITION_SIZE)
+    t0 = time.perf_counter()
+    labels = np.random.default_rng(seed).integers(0, n_parts, size=n)
+    members = [np.flatnonzero(labels == p) for p in range(n_parts)]
+    budgets = split_budget(np.array([len(m) for m in members]), budget)
+    phases["partition_s"] = time.perf_counter() - t0
+    out = []
+    for m, b in zip(members, budgets):
+        if b <= 0:
+            continue
+        Xp = np.ascontiguousarray(X[m], dtype=np.float32)
+        out.append(m[_submodlib_dense_one(Xp, int(b), phases)])
+    variant = f"dense per partition: {n_parts} random partitions of ~{n // n_parts}, lazier-than-lazy"
+    return np.concatenate(out), phases, variant, {"partitions": n_parts}
+
+
+# ---------------------------------------------------------------- apricot
+def apricot_dense_run(X, budget, k, seed):
+    """apricot lazy greedy on a precomputed dense float64 cosine kernel clipped at 0."""
+    from apricot import FacilityLocationSelection
+
+    t0 = time.perf_counter()
+    K = _cosine_kernel(np.ascontiguousarray(X, dtype=np.float32), np.float64)
+    t1 = time.perf_counter()
+    sel = FacilityLocationSelection(budget, metric="precomputed", optimizer="lazy", random_state=seed)
+    sel.fit(K)
+    t2 = time.perf_counter()
+    return (np.asarray(sel.ranking, dtype=np.int64), {"kernel_s": t1 - t0, "greedy_s": t2 - t1},
+            "dense float64 cosine kernel (precomputed), lazy", {})
+
+
+def _apricot_sparse(optimizer: str, kwds: dict | None) -> Callable:
+    def run(X, budget, k, seed):
+        import scipy.sparse as sp
+        from apricot import FacilityLocationSelection
+
+        Xc = np.ascontiguousarray(X, dtype=np.float32)
+        n = Xc.shape[0]
+        t0 = time.perf_counter()
+        sims, ids = _faiss_knn(Xc, k)
+        del Xc
+        ok = ids >= 0
+        rows = np.repeat(np.arange(n, dtype=np.int32), k)[ok.ravel()]
+        data = np.maximum(sims[ok], 0).astype(np.float64)
+        # row i = neighbours of i; apricot scores candidate j by ROW j, so transpose
+        A = sp.csr_matrix((data, (rows, ids[ok].astype(np.int32))), shape=(n, n))
+        A = A.T.tocsr()
+        A.indices = A.indices.astype(np.int32)
+        A.indptr = A.indptr.astype(np.int32)
+        del sims, ids
+        t1 = time.perf_counter()
+        sel = FacilityLocationSelection(budget, metric="precomputed", optimizer=optimizer,
+                                        optimizer_kwds=dict(kwds or {}), random_state=seed)
+        sel.fit(A)
+        t2 = time.perf_counter()
+        extra = f", eps={kwds['epsilon']}" if kwds else ""
+        return (np.asarray(sel.ranking, dtype=np.int64), {"knn_s": t1 - t0, "greedy_s": t2 - t1},
+                f"FAISS exact kNN k={k}, CSR float64 transposed, {optimizer}{extra}", {})
+    return run
+
+
+#: name -> (runner, memory estimate in bytes given (n, d, k))
+METHODS: dict[str, tuple[Callable, Callable[[int, int, int], float]]] = {
+    "subsetlm-lazy": (_subsetlm("lazy"), lambda n, d, k: n * d * 4 * 2 + n * k * 40 + 4e8),
+    "subsetlm-stochastic": (_subsetlm("stochastic"), lambda n, d, k: n * d * 4 * 2 + n * k * 40 + 4e8),
+    "submodlib": (submodlib_run, lambda n, d, k: 8.5 * min(n, PARTITION_SIZE) ** 2 + n * d * 8 + 3e8),
+    "apricot-dense": (apricot_dense_run, lambda n, d, k: 12.5 * n * n + n * d * 8 + 3e8),
+    "apricot-sparse": (_apricot_sparse("lazy", None), lambda n, d, k: n * d * 8 + n * k * 60 + 4e8),
+    "apricot-stochastic": (_apricot_sparse("stochastic", {"epsilon": 0.1}),
+                           lambda n, d, k: n * d * 8 + n * k * 60 + 4e8),
+}
+PEERS = ("submodlib", "apricot-dense", "apricot-sparse", "apricot-stochastic")

@@ -1,0 +1,209 @@
+"""``subsetlm`` command line: parses arguments, builds a config dataclass, calls one function.
+
+No logic lives here. Every subcommand accepts ``--config run.yaml`` (or ``.json``) whose
+keys are the stage config's fields; flags given on the command line override it.
+
+    subsetlm embed pubmed --out store/                 # embed a corpus
+    subsetlm index store/ --k 32                       # FAISS kNN graph (+ --partitions P)
+    subsetlm select store/ --budget 0.25 --out subset/ # facility location, subset file
+    subsetlm export subset/ --out subset.jsonl         # selected documents
+    subsetlm demo                                      # the whole job on real PubMed abstracts
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+logger = logging.getLogger("subsetlm")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML/JSON file with the stage's config fields; flags override it")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from subsetlm import __version__
+
+    parser = argparse.ArgumentParser(prog="subsetlm", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"subsetlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("embed", help="embed a corpus into an embedding store")
+    p.add_argument("inputs", nargs="*", help="corpus files/folders (.jsonl[.gz|.zst], .parquet, .txt folder, "
+                   "HF save_to_disk folder) or source names: pubmed, sotu")
+    p.add_argument("--out", help="store directory to write")
+    p.add_argument("--model", help="minilm (default) | hashing | hf:PATH")
+    p.add_argument("--text-field", dest="text_field")
+    p.add_argument("--id-field", dest="id_field")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="chunk documents into samples of at most N "
+                   "tokens of the embedding model's tokenizer (0 = one sample per document)")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", choices=["float16", "float32"])
+    p.add_argument("--limit", type=int, help="embed only the first N documents")
+    p.add_argument("--force", action="store_true", default=None, help="replace an existing store")
+    _common(p)
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("index", help="build the FAISS kNN graph (and k-means partitions) of a store")
+    p.add_argument("store")
+    p.add_argument("--k", type=int, default=None, help="neighbours per sample, itself included (default 32)")
+    p.add_argument("--kind", choices=["auto", "flat", "ivf", "ivfpq", "hnsw"])
+    p.add_argument("--partitions", type=int, default=0, help="also fit P k-means partitions")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--gpu", dest="use_gpu", choices=["auto", "yes", "no"])
+    p.add_argument("--force", action="store_true", default=None)
+    _common(p)
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("select", help="select a subset and write a subset file")
+    p.add_argument("store")
+    p.add_argument("--budget", help="0.25 (fraction) | 5000 (count) | tokens:2e6 (token budget); default 0.25")
+    p.add_argument("--out", help="subset directory to write")
+    p.add_argument("--function", help="facility-location (default) | graph-cut | log-det | disparity-min | "
+                   "disparity-sum | fl-mi")
+    p.add_argument("--optimizer", help="lazy (default) | naive | stochastic | lazier-than-lazy")
+    p.add_argument("--sampling", help="topk (default) | taylor-softmax (INGENIOUS gain sampling)")
+    p.add_argument("--kernel", help="sparse (kNN graph, default) | dense (exact, on the fly)")
+    p.add_argument("--k", type=int)
+    p.add_argument("--partitions", type=int)
+    p.add_argument("--n-jobs", dest="n_jobs", type=int)
+    p.add_argument("--epsilon", type=float, help="stochastic greedy's epsilon (default 0.01)")
+    p.add_argument("--queries", help="fl-mi only: store directory or .npy of query embeddings")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--force", action="store_true", default=None)
+    _common(p)
+    p.set_defaults(func=_cmd_select)
+
+    p = sub.add_parser("export", help="write a subset's documents as JSONL or Parquet")
+    p.add_argument("subset")
+    p.add_argument("--out", required=True, help="output file (.jsonl, .jsonl.gz or .parquet)")
+    p.add_argument("--store", help="store the subset was selected from (default: the path in its manifest)")
+    p.add_argument("--format", choices=["jsonl", "parquet"], help="default: from the --out suffix")
+    _common(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
+    p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
+    p.add_argument("--n-docs", dest="n_docs", type=int, help="abstracts to embed (default 5000)")
+    p.add_argument("--model", help="minilm (default) or hashing (no model, seconds)")
+    p.add_argument("--budget", help="default 0.25")
+    p.add_argument("--force", action="store_true", default=None)
+    _common(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _config(cls: type, args: argparse.Namespace, names: Sequence[str], **fixed: Any) -> Any:
+    from subsetlm._config import build_config, load_config_file
+
+    file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
+    overrides = {n: getattr(args, n, None) for n in names}
+    overrides.update(fixed)
+    return build_config(cls, file_values, overrides)
+
+
+def _cmd_embed(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    cfg = _config(EmbedConfig, args, ["out", "model", "text_field", "id_field", "max_tokens", "batch_size",
+                                      "device", "dtype", "limit", "force"],
+                  inputs=list(args.inputs) or None)
+    store = embed_corpus(cfg, progress=progress)
+    print(store.summary() if hasattr(store, "summary") else f"wrote {store.path}: {store.n} samples x {store.dim}")
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.embed import EmbeddingStore
+    from subsetlm.index import IndexConfig, build_store_graph, build_store_partitions
+
+    use_gpu = {None: None, "auto": "auto", "yes": True, "no": False}[args.use_gpu]
+    cfg = _config(IndexConfig, args, ["k", "kind", "seed"], use_gpu=use_gpu)
+    store = EmbeddingStore.open(args.store)
+    path = build_store_graph(store, cfg, progress=progress, force=bool(args.force))
+    print(f"kNN graph (k={cfg.k}) of {store.n} samples: {path}")
+    if args.partitions and args.partitions > 1:
+        labels = build_store_partitions(store, args.partitions, seed=cfg.seed)
+        import numpy as np
+
+        sizes = np.bincount(labels)
+        print(f"{len(sizes)} k-means partitions, sizes {sizes.min()}..{sizes.max()}")
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.select.api import SelectConfig, select
+
+    cfg = _config(SelectConfig, args, ["budget", "out", "function", "optimizer", "sampling", "kernel", "k",
+                                       "partitions", "n_jobs", "epsilon", "queries", "seed", "force"],
+                  store=args.store)
+    path = select(cfg, progress=progress)
+    from subsetlm.subsets import read_subset
+
+    sub = read_subset(path)
+    c = sub.manifest.get("certificate", {})
+    ratio = c.get("ratio")
+    print(f"wrote {path}: {sub.size} of {sub.manifest.get('n_ground')} samples; "
+          f"f(S)={c.get('objective', float('nan')):.4g}"
+          + (f", >= {ratio:.4f} of optimal (certificate), random subset f={c.get('random_objective'):.4g}"
+             if ratio is not None else ""))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.subsets import export_subset, read_subset
+
+    store = args.store or read_subset(args.subset).manifest["store"]["path"]
+    fmt = args.format or ("parquet" if args.out.endswith(".parquet") else "jsonl")
+    path = export_subset(args.subset, store, args.out, format=fmt)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.demo import DemoConfig, run_demo
+
+    cfg = _config(DemoConfig, args, ["out", "n_docs", "model", "budget", "force"])
+    report = run_demo(cfg, progress=progress)
+    print(report)
+    return 0
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose < 2:
+        for noisy in ("faiss", "numba", "sentence_transformers", "transformers", "urllib3", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    func: Callable[[argparse.Namespace, bool], int] = args.func
+    try:
+        return func(args, not args.quiet)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+        if args.verbose > 1:
+            raise
+        print(f"subsetlm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"subsetlm {args.command}: interrupted; partial outputs were left as *.tmp and a re-run resumes",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

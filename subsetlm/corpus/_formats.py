@@ -1,0 +1,185 @@
+"""Per-format streaming record readers (private helper of :mod:`subsetlm.corpus.readers`).
+
+Each reader yields ``(location, text_value, id_value, metadata)`` one record at a time
+and raises :class:`CorpusError` with the file, the 1-based line (JSONL) or the
+0-based row (Parquet / Arrow), the field, and how to fix it. Validation of the
+values (types, emptiness) happens in :func:`_record` so every format shares it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MISSING = object()
+
+
+class CorpusError(ValueError):
+    """Bad corpus input; the message names the file, the line or row, the field and a fix."""
+
+
+Record = tuple[str, Any, Any, dict[str, Any]]  # (location, text, id, metadata)
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    name = path.name.lower()
+    try:
+        if name.endswith(".gz"):
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        if name.endswith(".zst"):
+            import zstandard
+
+            raw = open(path, "rb")
+            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+            return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return open(path, "rb")
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot open ({e.strerror or e}); check the path and its permissions") from e
+
+
+def _decode(raw: bytes, path: Path, line_no: int, line_offset: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = "decompressed byte" if path.name.lower().endswith((".gz", ".zst")) else "byte"
+        raise CorpusError(
+            f"{path}:{line_no}: invalid UTF-8 at {where} offset {line_offset + e.start} "
+            f"(column {e.start + 1} of the line, byte 0x{raw[e.start]:02x}); corpus files must be UTF-8. "
+            f"Re-encode the file, e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
+        ) from None
+
+
+def read_jsonl(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> Iterator[Record]:
+    """JSON Lines (optionally .gz / .zst); blank lines are ignored."""
+    text_field, id_field, meta_fields = fields
+    offset = 0
+    with _open_binary(path) as fh:
+        try:
+            for line_no, raw in enumerate(fh, 1):
+                start = offset
+                offset += len(raw)
+                if not raw.strip():
+                    continue
+                line = _decode(raw, path, line_no, start)
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CorpusError(
+                        f"{path}:{line_no}: malformed JSON at column {e.colno}: {e.msg}; "
+                        f"each line must be one complete JSON object (JSON Lines), got {line[:80]!r}"
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise CorpusError(
+                        f"{path}:{line_no}: expected a JSON object per line, got {type(obj).__name__} "
+                        f"{line[:60].strip()!r}; wrap each record as {{\"{text_field}\": ...}}"
+                    )
+                loc = f"{path}:{line_no}"
+                yield _record(loc, obj, text_field, id_field, meta_fields, what="line")
+        except (OSError, EOFError) as e:  # truncated gzip / zstd stream, I/O error
+            raise CorpusError(f"{path}: read failed after byte {offset} ({e}); the file looks truncated "
+                              f"or corrupt, re-create or re-download it") from e
+
+
+def _record(loc: str, obj: dict[str, Any], text_field: str, id_field: str | None,
+            meta_fields: tuple[str, ...], what: str) -> Record:
+    text = obj.get(text_field, MISSING)
+    if text is MISSING:
+        present = ", ".join(sorted(map(str, obj))) or "(none)"
+        raise CorpusError(
+            f"{loc}: no text field {text_field!r} in this {what}; fields present: {present}. "
+            f"Choose the text field with --text-field (CorpusConfig(text_field=...))"
+        )
+    if text is not None and not isinstance(text, str):
+        raise CorpusError(f"{loc}: field {text_field!r} must be a string, got {type(text).__name__} "
+                          f"{str(text)[:40]!r}; point --text-field at a string field")
+    doc_id = None
+    if id_field is not None:
+        doc_id = obj.get(id_field, MISSING)
+        if doc_id is MISSING or doc_id is None:
+            present = ", ".join(sorted(map(str, obj))) or "(none)"
+            got = "is null" if doc_id is None else "is missing"
+            raise CorpusError(
+                f"{loc}: id field {id_field!r} {got} in this {what}; fields present: {present}. "
+                f"Give every record an id, choose another --id-field, or drop --id-field to use content hashes"
+            )
+        if isinstance(doc_id, (dict, list)):
+            raise CorpusError(f"{loc}: id field {id_field!r} must be a string or number, got "
+                              f"{type(doc_id).__name__}; choose another --id-field")
+        doc_id = str(doc_id)
+    meta: dict[str, Any] = {}
+    for f in meta_fields:
+        v = obj.get(f, MISSING)
+        if v is MISSING:
+            raise CorpusError(f"{loc}: metadata field {f!r} is missing in this {what}; fields present: "
+                              f"{', '.join(sorted(map(str, obj)))}. Remove it from metadata_fields")
+        meta[f] = v
+    return loc, text, doc_id, meta
+
+
+def _columns_check(path: Path, names: list[str], fields: tuple[str, str | None, tuple[str, ...]]) -> list[str]:
+    text_field, id_field, meta_fields = fields
+    need = [text_field] + ([id_field] if id_field else []) + list(meta_fields)
+    for kind, col in [("text", text_field)] + ([("id", id_field)] if id_field else []) + [
+            ("metadata", f) for f in meta_fields]:
+        if col not in names:
+            flag = {"text": "--text-field", "id": "--id-field", "metadata": "metadata_fields"}[kind]
+            raise CorpusError(f"{path}: no {kind} column {col!r}; columns present: {', '.join(names) or '(none)'}. "
+                              f"Choose the column with {flag}")
+    return list(dict.fromkeys(need))
+
+
+def _iter_table_batches(path: Path, batches: Iterator[pa.RecordBatch], cols: list[str],
+                        fields: tuple[str, str | None, tuple[str, ...]]) -> Iterator[Record]:
+    text_field, id_field, meta_fields = fields
+    row = 0
+    for batch in batches:
+        data = {c: batch.column(batch.schema.get_field_index(c)).to_pylist() for c in cols}
+        for i in range(batch.num_rows):
+            obj = {c: data[c][i] for c in cols}
+            yield _record(f"{path}:row {row}", obj, text_field, id_field, meta_fields, what="row (0-based)")
+            row += 1
+
+
+def read_parquet(path: Path, fields: tuple[str, str | None, tuple[str, ...]], batch_size: int) -> Iterator[Record]:
+    """Parquet via ``pyarrow.parquet.ParquetFile.iter_batches`` reading only the needed columns."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{path}: not a readable Parquet file ({e}); re-create it or check the extension") from e
+    cols = _columns_check(path, pf.schema_arrow.names, fields)
+    yield from _iter_table_batches(path, pf.iter_batches(batch_size=max(1, batch_size), columns=cols), cols, fields)
+
+
+def read_arrow_stream(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> Iterator[Record]:
+    """One ``data-*.arrow`` file of a Hugging Face ``save_to_disk`` dataset (Arrow IPC stream)."""
+    try:
+        source = pa.memory_map(str(path), "r")
+        reader = pa.ipc.open_stream(source)
+    except (OSError, pa.ArrowException) as e:
+        raise CorpusError(f"{path}: not a readable Arrow stream ({e}); re-save the dataset with "
+                          f"Dataset.save_to_disk") from e
+    cols = _columns_check(path, reader.schema.names, fields)
+    yield from _iter_table_batches(path, (b.select(cols) for b in reader), cols, fields)
+
+
+def read_txt(path: Path, doc_id: str) -> Iterator[Record]:
+    """A whole .txt file as one document; ``doc_id`` is its path relative to the input folder."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read ({e.strerror or e}); check the path and its permissions") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise CorpusError(
+            f"{path}:{line}: invalid UTF-8 at byte offset {e.start} (byte 0x{raw[e.start]:02x}); text files "
+            f"must be UTF-8. Re-encode the file, e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
+        ) from None
+    yield str(path), text, doc_id, {}

@@ -1,0 +1,329 @@
+"""FAISS inner-product indexes over L2-normalised embeddings (CPU, or GPU when available).
+
+``build_index`` picks an index from :class:`IndexConfig`, trains it on a seeded sample,
+adds the rows block by block (float16 memmaps are converted one block at a time) and
+sets the search parameters. ``kind="auto"`` chooses
+
+- ``flat`` (exact ``IndexFlatIP``) when ``n <= IndexConfig.flat_max`` (50,000),
+- ``ivfpq`` when the float32 vectors (``n * d * 4`` bytes) exceed the memory budget,
+- ``ivf`` (``IndexIVFFlat``) otherwise.
+
+``hnsw`` (``IndexHNSWFlat``) is used only on request.
+
+Example
+-------
+>>> import numpy as np
+>>> X = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+>>> X /= np.linalg.norm(X, axis=1, keepdims=True)
+>>> index = build_index(X, IndexConfig(kind="flat"))
+>>> index.ntotal
+500
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ._arrays import as_f32_block, check_matrix, sample_rows, take_f32, warn_if_not_normalised
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+
+
+@dataclass
+class IndexConfig:
+    """How to build the FAISS index behind the kNN graph.
+
+    Parameters
+    ----------
+    kind : {"auto", "flat", "ivf", "ivfpq", "hnsw"}
+        Index type; ``auto`` = flat up to ``flat_max`` rows, IVF-Flat beyond, IVF-PQ when
+        the float32 vectors do not fit in ``memory_gb``.
+    k : int
+        Neighbours per row of the kNN graph (itself included). Default 32.
+    nlist : int or None
+        IVF lists; None = ``round(4 * sqrt(n))`` capped at 65,536 and at n / 39.
+    nprobe : int or None
+        IVF lists visited per query; None = ``max(16, nlist // 64)`` (>= 0.9 recall@32
+        on clustered data, see docs/benchmarks.md), at most ``nlist``.
+    hnsw_m : int
+        HNSW graph degree. Default 32.
+    ef_search : int or None
+        HNSW search breadth; None = ``max(128, 4 * k)``.
+    train_size : int or None
+        Rows sampled (seeded) to train IVF centroids / PQ codebooks; None =
+        ``min(n, max(32 * nlist, 65,536))``.
+    block_size : int
+        Rows per add/query block (bounds memory at ``block_size * (d + 2k)`` floats).
+    use_gpu : {"auto", True, False}
+        ``auto`` uses all GPUs when faiss reports ``get_num_gpus() > 0``; True requires one.
+    seed : int
+        Seed for the training sample and FAISS k-means.
+    memory_gb : float or None
+        Budget for the index vectors used by ``auto``; None = half the available RAM.
+    n_threads : int or None
+        ``faiss.omp_set_num_threads`` during the build/search; None leaves FAISS's default.
+    flat_max : int
+        Largest n for which ``auto`` uses exact search. Default 50,000.
+    """
+
+    kind: str = "auto"
+    k: int = 32
+    nlist: int | None = None
+    nprobe: int | None = None
+    hnsw_m: int = 32
+    ef_search: int | None = None
+    train_size: int | None = None
+    block_size: int = 16384
+    use_gpu: Any = "auto"
+    seed: int = 0
+    memory_gb: float | None = None
+    n_threads: int | None = None
+    flat_max: int = 50_000
+
+    def validate(self) -> "IndexConfig":
+        """Raise ValueError naming the offending field; return self."""
+        if self.kind not in KINDS:
+            raise ValueError(f"IndexConfig.kind={self.kind!r}; expected one of {', '.join(KINDS)}.")
+        if self.use_gpu not in ("auto", True, False):
+            raise ValueError(f"IndexConfig.use_gpu={self.use_gpu!r}; expected 'auto', True or False.")
+        for name in ("nlist", "nprobe", "ef_search", "train_size", "n_threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
+                raise ValueError(f"IndexConfig.{name}={v!r}; expected a positive int or None (auto).")
+        for name in ("hnsw_m", "block_size", "flat_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"IndexConfig.{name}={v!r}; expected a positive int.")
+        if self.memory_gb is not None and not self.memory_gb > 0:
+            raise ValueError(f"IndexConfig.memory_gb={self.memory_gb!r}; expected a positive number or None.")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _faiss():
+    try:
+        import faiss  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - faiss is a core dependency
+        raise ImportError("subsetlm.index needs FAISS: pip install faiss-cpu (or faiss-gpu)") from e
+    return faiss
+
+
+def num_gpus() -> int:
+    """GPUs visible to FAISS (0 for faiss-cpu or when the query fails)."""
+    faiss = _faiss()
+    try:
+        return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA install must not break CPU use
+        return 0
+
+
+def _memory_budget_bytes(cfg: IndexConfig) -> float:
+    if cfg.memory_gb is not None:
+        return cfg.memory_gb * 2**30
+    try:
+        import psutil  # noqa: PLC0415
+
+        return psutil.virtual_memory().available / 2
+    except Exception:  # noqa: BLE001
+        return 4 * 2**30
+
+
+def _pq_m(d: int) -> int:
+    """PQ sub-quantizers: about 4 dims each (d/4 bytes per vector), a divisor of d."""
+    for m in range(max(1, d // 4), 0, -1):
+        if d % m == 0:
+            return m
+    return 1
+
+
+def resolve_params(n: int, d: int, cfg: IndexConfig) -> dict:
+    """The concrete index parameters ``build_index`` will use for ``n`` rows of dim ``d``.
+
+    Returns a JSON-able dict with ``kind`` resolved (never ``auto``) and the auto
+    values filled in; it goes into the graph manifest.
+    """
+    cfg.validate()
+    kind = cfg.kind
+    budget = _memory_budget_bytes(cfg)
+    if kind == "auto":
+        if n <= cfg.flat_max:
+            kind = "flat"
+        elif n * d * 4 > budget:
+            kind = "ivfpq"
+        else:
+            kind = "ivf"
+    p: dict[str, Any] = {"kind": kind, "n": int(n), "d": int(d)}
+    if kind in ("ivf", "ivfpq"):
+        nlist = cfg.nlist or int(min(65536, max(1, n // 39), max(1, round(4 * math.sqrt(n)))))
+        if nlist > n:
+            raise ValueError(
+                f"IndexConfig.nlist={nlist} > n={n}; IVF needs at least one training point per list. "
+                f"Fix: lower --nlist or use kind='flat'."
+            )
+        nprobe = min(nlist, cfg.nprobe or max(16, nlist // 64))
+        train = min(n, cfg.train_size or max(32 * nlist, 65536))
+        if train < nlist:
+            raise ValueError(f"IndexConfig.train_size={train} < nlist={nlist}; raise train_size.")
+        p.update(nlist=nlist, nprobe=nprobe, train_size=int(train))
+        if kind == "ivfpq":
+            p.update(pq_m=_pq_m(d), pq_nbits=8)
+    elif kind == "hnsw":
+        p.update(hnsw_m=cfg.hnsw_m, ef_construction=max(40, 2 * cfg.hnsw_m),
+                 ef_search=cfg.ef_search or max(128, 4 * cfg.k))
+    return p
+
+
+@contextlib.contextmanager
+def faiss_threads(n_threads: int | None) -> Iterator[None]:
+    """Temporarily set FAISS's OpenMP threads (no-op when ``n_threads`` is None)."""
+    faiss = _faiss()
+    if n_threads is None:
+        yield
+        return
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
+
+
+def _new_cpu_index(p: dict, seed: int):
+    faiss = _faiss()
+    d, ip = p["d"], faiss.METRIC_INNER_PRODUCT
+    kind = p["kind"]
+    if kind == "flat":
+        return faiss.IndexFlatIP(d)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, p["hnsw_m"], ip)
+        index.hnsw.efConstruction = p["ef_construction"]
+        return index
+    quantizer = faiss.IndexFlatIP(d)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, d, p["nlist"], ip)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, d, p["nlist"], p["pq_m"], p["pq_nbits"], ip)
+    index.cp.seed = int(seed)
+    index.cp.spherical = True  # centroids on the sphere: cosine clusters
+    return index
+
+
+def _want_gpu(cfg: IndexConfig, kind: str) -> bool:
+    ngpu = num_gpus()
+    if cfg.use_gpu is True and ngpu == 0:
+        raise ValueError(
+            "IndexConfig.use_gpu=True but FAISS sees no GPU (faiss-cpu build or no CUDA device). "
+            "Fix: install faiss-gpu on a CUDA machine, or use use_gpu='auto'/False."
+        )
+    if cfg.use_gpu is False or ngpu == 0:
+        return False
+    if kind == "hnsw":
+        logger.info("HNSW has no FAISS GPU implementation; building it on CPU")
+        return False
+    return True
+
+
+def _to_gpu(index):
+    faiss = _faiss()
+    try:
+        gpu = faiss.index_cpu_to_all_gpus(index)
+        logger.info("FAISS index on %d GPU(s)", num_gpus())
+        return gpu, True
+    except Exception as e:  # noqa: BLE001 - e.g. an unsupported PQ layout on GPU
+        logger.warning("could not move the FAISS index to GPU (%s); using CPU", e)
+        return index, False
+
+
+def set_search_params(index, p: dict, on_gpu: bool = False) -> None:
+    """Apply ``nprobe`` / ``efSearch`` from resolved params ``p`` to a (CPU or GPU) index."""
+    faiss = _faiss()
+    if p["kind"] in ("ivf", "ivfpq"):
+        if on_gpu and hasattr(faiss, "GpuParameterSpace"):
+            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", p["nprobe"])
+        else:
+            faiss.ParameterSpace().set_index_parameter(index, "nprobe", p["nprobe"])
+    elif p["kind"] == "hnsw":
+        index.hnsw.efSearch = p["ef_search"]
+
+
+def _build(X, cfg: IndexConfig, progress: bool = False):
+    """Build the index; return ``(index, params, on_gpu)``."""
+    X = check_matrix(X)
+    n, d = X.shape
+    p = resolve_params(n, d, cfg)
+    t0 = time.perf_counter()
+    index = _new_cpu_index(p, cfg.seed)
+    on_gpu = False
+    if _want_gpu(cfg, p["kind"]):
+        index, on_gpu = _to_gpu(index)
+    p["device"] = "gpu" if on_gpu else "cpu"
+    if p["kind"] in ("ivf", "ivfpq"):
+        rows = sample_rows(n, p["train_size"], cfg.seed)
+        xt = take_f32(X, rows)
+        warn_if_not_normalised(xt)
+        index.train(xt)
+        del xt
+        logger.info("trained %s (nlist=%d) on %d rows in %.1fs", p["kind"], p["nlist"], len(rows),
+                    time.perf_counter() - t0)
+    blocks = range(0, n, cfg.block_size)
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        blocks = tqdm(blocks, desc=f"add {p['kind']}", unit="block")
+    for start in blocks:
+        xb = as_f32_block(X, start, min(n, start + cfg.block_size))
+        if start == 0 and p["kind"] not in ("ivf", "ivfpq"):
+            warn_if_not_normalised(xb)
+        index.add(xb)
+    set_search_params(index, p, on_gpu)
+    logger.info("built FAISS %s index on %s: n=%d d=%d in %.1fs (%s)", p["kind"], p["device"], n, d,
+                time.perf_counter() - t0, {k: v for k, v in p.items() if k not in ("kind", "n", "d")})
+    return index, p, on_gpu
+
+
+def build_index(X, cfg: IndexConfig | None = None, progress: bool = False):
+    """Build a FAISS inner-product index over the rows of ``X``.
+
+    Parameters
+    ----------
+    X : ndarray or memmap, shape (n, d), float16 or float32
+        L2-normalised embeddings (inner product = cosine). Read in ``cfg.block_size`` blocks.
+    cfg : IndexConfig, optional
+        Index choice and parameters; default ``IndexConfig()`` (kind="auto").
+    progress : bool
+        Show a tqdm bar over the add blocks.
+
+    Returns
+    -------
+    faiss.Index
+        Trained, filled, with ``nprobe``/``efSearch`` set; on GPU when ``cfg.use_gpu`` allows
+        and FAISS sees a GPU. Row ids are the row numbers of ``X``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Wrong dtype/ndim, NaN rows (the row is named), invalid config fields.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> X = np.eye(4, dtype=np.float32)
+    >>> build_index(X, IndexConfig(kind="flat")).search(X[:1], 1)[1].tolist()
+    [[0]]
+    """
+    cfg = cfg or IndexConfig()
+    with faiss_threads(cfg.n_threads):
+        index, _, _ = _build(X, cfg, progress)
+    return index

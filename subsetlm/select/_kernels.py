@@ -1,0 +1,230 @@
+"""Numba kernels for sparse facility location (private).
+
+All kernels work on the *reverse* kNN lists in CSR form: for candidate ``j`` the
+entries ``rev_idx[indptr[j]:indptr[j+1]]`` are the ground points ``i`` that list ``j``
+among their neighbours, with similarity ``rev_sim[...]`` (float32, clipped at 0).
+``cur[i]`` (float32) is the best similarity of ``i`` to the selected set so far.
+
+Every gain is summed in float64 in the order of the reverse list, by the same loop
+(:func:`_gain`) whether it is computed alone or in a batch, so a gain is bit-for-bit
+the same value wherever it is computed; this is what makes lazy greedy pick exactly what
+naive greedy picks (ties broken by the smallest index).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def reverse_lists(neighbors, sims, n):
+    """Transpose "row i = neighbours of i" into CSR reverse lists (counting sort, O(n k)).
+
+    ``neighbors`` (n, k) int, ``-1`` = missing; ``sims`` (n, k) float32.
+    Returns ``indptr (n+1,) int64, rev_idx (nnz,) int32, rev_sim (nnz,) float32``; entries of
+    each reverse list are sorted by ground index ``i`` (deterministic).
+    """
+    m, k = neighbors.shape
+    counts = np.zeros(n + 1, np.int64)
+    for i in range(m):
+        for t in range(k):
+            j = neighbors[i, t]
+            if j >= 0:
+                counts[j + 1] += 1
+    for j in range(n):
+        counts[j + 1] += counts[j]
+    indptr = counts.copy()
+    nnz = indptr[n]
+    rev_idx = np.empty(nnz, np.int32)
+    rev_sim = np.empty(nnz, np.float32)
+    pos = indptr[:n].copy()
+    for i in range(m):
+        for t in range(k):
+            j = neighbors[i, t]
+            if j >= 0:
+                p = pos[j]
+                rev_idx[p] = i
+                s = sims[i, t]
+                rev_sim[p] = s if s > 0.0 else np.float32(0.0)
+                pos[j] = p + 1
+    return indptr, rev_idx, rev_sim
+
+
+@njit(cache=True, inline="always")
+def _gain(j, indptr, rev_idx, rev_sim, cur):
+    g = 0.0
+    for p in range(indptr[j], indptr[j + 1]):
+        d = rev_sim[p] - cur[rev_idx[p]]
+        if d > 0.0:
+            g += d
+    return g
+
+
+@njit(cache=True)
+def gain_one(j, indptr, rev_idx, rev_sim, cur):
+    """Marginal gain of candidate ``j`` (float64)."""
+    return _gain(j, indptr, rev_idx, rev_sim, cur)
+
+
+@njit(cache=True, parallel=True)
+def gains_many(cands, indptr, rev_idx, rev_sim, cur):
+    """Marginal gains of ``cands`` (m,) int64 -> (m,) float64."""
+    out = np.empty(cands.shape[0], np.float64)
+    for t in prange(cands.shape[0]):
+        out[t] = _gain(cands[t], indptr, rev_idx, rev_sim, cur)
+    return out
+
+
+@njit(cache=True)
+def update(j, indptr, rev_idx, rev_sim, cur):
+    """Add ``j`` to the selected set: ``cur[i] = max(cur[i], sim(i, j))``."""
+    for p in range(indptr[j], indptr[j + 1]):
+        i = rev_idx[p]
+        if rev_sim[p] > cur[i]:
+            cur[i] = rev_sim[p]
+
+
+@njit(cache=True)
+def evaluate(order, indptr, rev_idx, rev_sim, n):
+    """f(S) for ``order`` (any subset) from scratch; returns (value, cur)."""
+    cur = np.zeros(n, np.float32)
+    for t in range(order.shape[0]):
+        update(order[t], indptr, rev_idx, rev_sim, cur)
+    tot = 0.0
+    for i in range(n):
+        tot += cur[i]
+    return tot, cur
+
+
+@njit(cache=True)
+def assign(order, indptr, rev_idx, rev_sim, n):
+    """Weights: how many ground points have each selected element as their best neighbour.
+
+    A point's best selected neighbour is the one with the highest similarity (earliest in
+    ``order`` on ties). Points with no selected element among their neighbours are
+    unassigned. Returns ``(weights (b,) int64, n_unassigned)``.
+    """
+    best = np.full(n, -1.0, np.float32)
+    owner = np.full(n, -1, np.int64)
+    for t in range(order.shape[0]):
+        j = order[t]
+        for p in range(indptr[j], indptr[j + 1]):
+            i = rev_idx[p]
+            if rev_sim[p] > best[i]:
+                best[i] = rev_sim[p]
+                owner[i] = t
+    w = np.zeros(order.shape[0], np.int64)
+    un = 0
+    for i in range(n):
+        if owner[i] >= 0:
+            w[owner[i]] += 1
+        else:
+            un += 1
+    return w, un
+
+
+# --------------------------------------------------------------------------------------
+# Binary max-heap on (key float64, index int64): larger key first, smaller index on ties.
+# --------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _before(ka, ia, kb, ib):
+    return ka > kb or (ka == kb and ia < ib)
+
+
+@njit(cache=True)
+def _sift_down(keys, idx, size, pos):
+    while True:
+        l = 2 * pos + 1
+        if l >= size:
+            return
+        c = l
+        r = l + 1
+        if r < size and _before(keys[r], idx[r], keys[l], idx[l]):
+            c = r
+        if _before(keys[c], idx[c], keys[pos], idx[pos]):
+            keys[c], keys[pos] = keys[pos], keys[c]
+            idx[c], idx[pos] = idx[pos], idx[c]
+            pos = c
+        else:
+            return
+
+
+@njit(cache=True)
+def heapify(keys, idx):
+    size = keys.shape[0]
+    for pos in range(size // 2 - 1, -1, -1):
+        _sift_down(keys, idx, size, pos)
+
+
+@njit(cache=True)
+def lazy_steps(n_steps, keys, idx, size, stamp, step0, order, gains, indptr, rev_idx, rev_sim, cur,
+               min_gain):
+    """Run up to ``n_steps`` lazy-greedy steps on the heap (keys, idx, size).
+
+    ``stamp[j]`` = step at which ``keys`` for j was computed (fresh iff == current step).
+    Writes the picks into ``order[step0:]`` / ``gains[step0:]``. Stops early if the heap
+    empties or the best gain is < ``min_gain``. Returns ``(steps_done, size, n_evals)``.
+    """
+    n_evals = 0
+    done = 0
+    while done < n_steps and size > 0:
+        step = step0 + done
+        while True:
+            j = idx[0]
+            if stamp[j] == step:
+                break
+            g = _gain(j, indptr, rev_idx, rev_sim, cur)
+            n_evals += 1
+            stamp[j] = step
+            keys[0] = g
+            _sift_down(keys, idx, size, 0)
+        g = keys[0]
+        if g < min_gain:
+            break
+        order[step] = j
+        gains[step] = g
+        size -= 1
+        keys[0] = keys[size]
+        idx[0] = idx[size]
+        _sift_down(keys, idx, size, 0)
+        update(j, indptr, rev_idx, rev_sim, cur)
+        done += 1
+    return done, size, n_evals
+
+
+# --------------------------------------------------------------------------------------
+# Dense rows: gains from a block of similarity rows (m, n) float32.
+# --------------------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def dense_gains(rows, cur):
+    """``out[t] = sum_i max(0, rows[t, i] - cur[i])`` summed in float64 in index order."""
+    m, n = rows.shape
+    out = np.empty(m, np.float64)
+    for t in prange(m):
+        g = 0.0
+        for i in range(n):
+            d = rows[t, i] - cur[i]
+            if d > 0.0:
+                g += d
+        out[t] = g
+    return out
+
+
+@njit(cache=True)
+def dense_update(row, cur):
+    for i in range(row.shape[0]):
+        if row[i] > cur[i]:
+            cur[i] = row[i]
+
+
+@njit(cache=True)
+def dense_assign(rows, t0, best, owner):
+    """Fold a block of selected rows (positions t0.., shape (m, n)) into best/owner."""
+    m, n = rows.shape
+    for t in range(m):
+        for i in range(n):
+            s = rows[t, i]
+            if s > best[i]:
+                best[i] = s
+                owner[i] = t0 + t

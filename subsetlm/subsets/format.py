@@ -1,0 +1,489 @@
+"""The subset file: write, read and validate a selected subset of an embedding store.
+
+A subset is a directory ``SUBSET/``::
+
+    subset.parquet   id str, index int64, rank int64, gain float64, weight float64,
+                     partition int32  (one row per selected sample, in selection order)
+    manifest.json    schema_version, kind, size, n_ground, store {...}, config, seed,
+                     certificate {...}, versions {...}  (deterministic: no timestamps)
+    stats.json       timings (free-form; the only file that differs between reruns)
+    _SUCCESS         written last
+
+``index`` is the row of the sample in the embedding store it was selected from, so
+``store.ids[index] == id``. ``read_subset`` also accepts the flat layout
+``NAME.parquet`` + ``NAME.json`` (the same table and manifest side by side).
+The format is documented for readers without subsetlm in ``docs/formats.md``.
+
+Example
+-------
+>>> import numpy as np, tempfile, pathlib
+>>> from types import SimpleNamespace
+>>> store = SimpleNamespace(path="store", n=4, dim=2, fingerprint="f" * 64,
+...     manifest={"corpus_fingerprint": "c" * 64, "model": "toy"},
+...     ids=np.array(["a", "b", "c", "d"]))
+>>> out = pathlib.Path(tempfile.mkdtemp()) / "subset"
+>>> _ = write_subset(out, store=store, indices=np.array([2, 0]),
+...     gains=np.array([1.5, 0.5]), weights=None, partitions=None,
+...     manifest={"config": {}, "seed": 0})
+>>> sub = read_subset(out, store=store)
+>>> sub.ids.tolist(), sub.indices.tolist(), sub.weights.tolist()
+(['c', 'a'], [2, 0], [1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from subsetlm._io import SUCCESS, atomic_dir, dumps_json, read_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+KIND = "subsetlm.subset"
+TABLE_FILE = "subset.parquet"
+MANIFEST_FILE = "manifest.json"
+STATS_FILE = "stats.json"
+
+#: The exact Arrow schema of ``subset.parquet`` (column order included).
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("rank", pa.int64(), nullable=False),
+        pa.field("gain", pa.float64(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+    ]
+)
+
+# Fixed writer settings: together with a fixed pyarrow version they make the bytes of
+# subset.parquet a function of the table alone.
+_PARQUET_KW = dict(
+    compression="zstd",
+    compression_level=3,
+    row_group_size=1 << 20,
+    write_statistics=True,
+    use_dictionary=False,
+    version="2.6",
+    data_page_version="1.0",
+    store_schema=False,
+)
+
+#: Manifest keys that ``write_subset`` fills itself; callers may not pass them.
+RESERVED_KEYS = ("schema_version", "kind", "size", "n_ground", "store")
+
+
+class SubsetError(ValueError):
+    """A subset file is malformed, or its inputs to ``write_subset`` are invalid."""
+
+
+class SubsetStoreMismatch(SubsetError):
+    """A subset file does not belong to the embedding store it is used with."""
+
+
+@dataclass
+class SubsetFile:
+    """A subset read from disk: the manifest and the validated Arrow table.
+
+    Attributes
+    ----------
+    path : Path
+        The subset directory (or the ``NAME.parquet`` file of the flat layout).
+    manifest : dict
+        ``manifest.json`` as a dict (``schema_version``, ``store``, ``certificate``, ...).
+    table : pyarrow.Table
+        The rows in selection order with the columns of :data:`SCHEMA`.
+    """
+
+    path: Path
+    manifest: dict
+    table: pa.Table
+
+    def _col(self, name: str, dtype: Any) -> np.ndarray:
+        return self.table.column(name).to_numpy().astype(dtype, copy=False)
+
+    @property
+    def size(self) -> int:
+        """Number of selected samples ``b``."""
+        return self.table.num_rows
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(b,) object array of sample ids, in selection order."""
+        return np.asarray(self.table.column("id").to_pylist(), dtype=object)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """(b,) int64 store row indices, in selection order."""
+        return self._col("index", np.int64)
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """(b,) int64, always ``0..b-1``."""
+        return self._col("rank", np.int64)
+
+    @property
+    def gains(self) -> np.ndarray:
+        """(b,) float64 marginal gains at the time each sample was picked."""
+        return self._col("gain", np.float64)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(b,) float64 importance weights (ground points represented; 1.0 if unknown)."""
+        return self._col("weight", np.float64)
+
+    @property
+    def partitions(self) -> np.ndarray:
+        """(b,) int32 partition of each sample (0 without partitioning)."""
+        return self._col("partition", np.int32)
+
+    @property
+    def store_fingerprint(self) -> str:
+        """The embedding fingerprint of the store this subset was selected from."""
+        return str(self.manifest.get("store", {}).get("fingerprint", ""))
+
+    def __len__(self) -> int:
+        return self.size
+
+
+# ----------------------------------------------------------------------------- write
+
+
+def _versions() -> dict[str, str]:
+    import subsetlm
+
+    def dist_version(*names: str) -> str | None:
+        for name in names:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {
+        "subsetlm": subsetlm.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "faiss": dist_version("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss"),
+        "python": platform.python_version(),
+    }
+
+
+def _as_1d(name: str, x: Any, dtype: Any, b: int | None) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise SubsetError(f"write_subset: {name} must be 1-D, got shape {arr.shape}")
+    if b is not None and arr.shape[0] != b:
+        raise SubsetError(
+            f"write_subset: {name} has length {arr.shape[0]} but indices has length {b}; "
+            f"pass one {name} value per selected index"
+        )
+    if dtype is np.int64 or dtype is np.int32:
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise SubsetError(f"write_subset: {name} must be integers, got dtype {arr.dtype}")
+    return arr.astype(dtype, copy=False)
+
+
+def _check_finite(name: str, arr: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        i = int(bad[0])
+        raise SubsetError(
+            f"write_subset: {name}[{i}] = {arr[i]} is not finite ({bad.size} non-finite "
+            f"values in all); the selector produced NaN/inf, check its similarities"
+        )
+
+
+def write_subset(
+    path: str | Path,
+    *,
+    store: Any,
+    indices: np.ndarray,
+    gains: np.ndarray,
+    weights: np.ndarray | None = None,
+    partitions: np.ndarray | None = None,
+    manifest: dict,
+    stats: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a subset directory atomically (``_SUCCESS`` last).
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination directory ``SUBSET/``.
+    store : EmbeddingStore
+        The store the subset was selected from (``path``, ``n``, ``dim``, ``ids``,
+        ``fingerprint``, ``manifest`` are used).
+    indices : (b,) int array
+        Store row indices in selection order; unique, in ``[0, store.n)``.
+    gains : (b,) float array
+        Marginal gain of each pick; finite.
+    weights : (b,) float array or None
+        Importance weights (finite, >= 0); ``None`` writes 1.0.
+    partitions : (b,) int array or None
+        Partition id of each pick; ``None`` writes 0.
+    manifest : dict
+        Selector metadata: ``config``, ``seed``, ``certificate`` {objective, upper_bound,
+        ratio, random_objective}, ... Keys in :data:`RESERVED_KEYS` are filled here and
+        may not be passed; a ``versions`` dict is merged with the library versions.
+    stats : dict or None
+        Free-form timings for ``stats.json`` (not part of the deterministic output).
+    overwrite : bool
+        Replace an existing ``path``; otherwise it raises ``FileExistsError``.
+
+    Returns
+    -------
+    Path
+        ``path``. Identical inputs give byte-identical ``subset.parquet`` and
+        ``manifest.json`` (same library versions).
+
+    Examples
+    --------
+    See the module docstring.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    n = int(store.n)
+    idx = _as_1d("indices", indices, np.int64, None)
+    b = idx.shape[0]
+    g = _as_1d("gains", gains, np.float64, b)
+    w = np.ones(b) if weights is None else _as_1d("weights", weights, np.float64, b)
+    p = np.zeros(b, np.int32) if partitions is None else _as_1d("partitions", partitions, np.int32, b)
+
+    if b and (idx.min() < 0 or idx.max() >= n):
+        i = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
+        raise SubsetError(
+            f"write_subset: indices[{i}] = {idx[i]} is outside the store's rows [0, {n}) "
+            f"(store {store.path}); indices must be rows of this store"
+        )
+    uniq, first, counts = np.unique(idx, return_index=True, return_counts=True)
+    if uniq.size != b:
+        dup = int(uniq[counts > 1][0])
+        pos = np.flatnonzero(idx == dup)[:2].tolist()
+        raise SubsetError(
+            f"write_subset: index {dup} is selected twice (positions {pos}); "
+            f"{b - uniq.size} duplicate(s) in all; a subset must not repeat a sample"
+        )
+    _check_finite("gains", g)
+    _check_finite("weights", w)
+    if b and w.min() < 0:
+        i = int(np.argmin(w))
+        raise SubsetError(f"write_subset: weights[{i}] = {w[i]} is negative; weights must be >= 0")
+    if not isinstance(manifest, dict):
+        raise TypeError(f"write_subset: manifest must be a dict, got {type(manifest).__name__}")
+    clash = sorted(set(manifest) & set(RESERVED_KEYS))
+    if clash:
+        raise SubsetError(
+            f"write_subset: manifest keys {clash} are filled by write_subset itself; "
+            f"remove them from the manifest you pass"
+        )
+
+    ids = np.asarray(store.ids)[idx]
+    table = pa.Table.from_arrays(
+        [
+            pa.array([str(s) for s in ids], pa.string()),
+            pa.array(idx, pa.int64()),
+            pa.array(np.arange(b, dtype=np.int64), pa.int64()),
+            pa.array(g, pa.float64()),
+            pa.array(w, pa.float64()),
+            pa.array(p, pa.int32()),
+        ],
+        schema=SCHEMA,
+    )
+    smf = dict(getattr(store, "manifest", {}) or {})
+    out_manifest: dict[str, Any] = {k: v for k, v in manifest.items() if k != "versions"}
+    cert = out_manifest.get("certificate")
+    if isinstance(cert, dict) and "ratio" not in cert:
+        obj, ub = cert.get("objective"), cert.get("upper_bound")
+        cert = dict(cert, ratio=(float(obj) / float(ub)) if obj is not None and ub else None)
+        out_manifest["certificate"] = cert
+    out_manifest.update(
+        schema_version=SCHEMA_VERSION,
+        kind=KIND,
+        size=b,
+        n_ground=n,
+        store={
+            "path": str(store.path),
+            "fingerprint": str(store.fingerprint),
+            "corpus_fingerprint": smf.get("corpus_fingerprint"),
+            "model": smf.get("model"),
+            "dim": int(store.dim),
+        },
+        versions={**dict(manifest.get("versions") or {}), **_versions()},
+    )
+    manifest_text = dumps_json(out_manifest)  # fails here (not half-way) if not JSON-able
+
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        pq.write_table(table, tmp / TABLE_FILE, **_PARQUET_KW)
+        (tmp / MANIFEST_FILE).write_text(manifest_text, encoding="utf-8")
+        st = dict(stats or {})
+        st.setdefault("write_seconds", time.perf_counter() - t0)
+        (tmp / STATS_FILE).write_text(dumps_json(st), encoding="utf-8")
+    log.info("wrote subset of %d / %d samples to %s", b, n, path)
+    return path
+
+
+# ------------------------------------------------------------------------------ read
+
+
+def _locate(path: Path) -> tuple[Path, Path, Path]:
+    """Return (display path, table file, manifest file) for either layout."""
+    if path.is_dir():
+        if not (path / SUCCESS).is_file():
+            raise SubsetError(
+                f"{path} is not a complete subset directory (no {SUCCESS} marker): the "
+                f"writer was interrupted; re-run `subsetlm select`"
+            )
+        return path, path / TABLE_FILE, path / MANIFEST_FILE
+    if path.suffix in (".parquet", ".json"):
+        table_file, manifest_file = path.with_suffix(".parquet"), path.with_suffix(".json")
+        for f in (table_file, manifest_file):
+            if not f.is_file():
+                raise SubsetError(
+                    f"subset {path}: flat layout needs {table_file.name} and "
+                    f"{manifest_file.name} side by side, but {f} does not exist"
+                )
+        return table_file, table_file, manifest_file
+    if path.with_suffix(".parquet").is_file():
+        return _locate(path.with_suffix(".parquet"))
+    raise FileNotFoundError(
+        f"no subset at {path}: expected a directory with {TABLE_FILE} and {MANIFEST_FILE}, "
+        f"or NAME.parquet + NAME.json"
+    )
+
+
+def _check_table(table: pa.Table, where: Path) -> pa.Table:
+    names = table.column_names
+    missing = [f.name for f in SCHEMA if f.name not in names]
+    if missing:
+        raise SubsetError(
+            f"{where}: missing column(s) {missing}; found {names}, expected "
+            f"{SCHEMA.names}; the file was not written by subsetlm.subsets.write_subset"
+        )
+    cols = []
+    for f in SCHEMA:
+        col = table.column(f.name)
+        t = col.type
+        ok = (
+            (f.name == "id" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
+            or (pa.types.is_integer(f.type) and pa.types.is_integer(t))
+            or (pa.types.is_floating(f.type) and (pa.types.is_floating(t) or pa.types.is_integer(t)))
+        )
+        if not ok:
+            raise SubsetError(
+                f"{where}: column {f.name!r} has type {t}, expected {f.type}"
+            )
+        if col.null_count:
+            raise SubsetError(f"{where}: column {f.name!r} has {col.null_count} null value(s)")
+        cols.append(col.cast(f.type))
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
+    """Read and validate a subset file; check it against ``store`` when given.
+
+    Parameters
+    ----------
+    path : str or Path
+        A subset directory, or ``NAME.parquet`` / ``NAME.json`` of the flat layout.
+    store : EmbeddingStore, optional
+        When given: its fingerprint must equal the manifest's store fingerprint, every
+        index must be ``< store.n`` and ``ids == store.ids[indices]``.
+
+    Returns
+    -------
+    SubsetFile
+
+    Raises
+    ------
+    SubsetError
+        Bad schema version, kind, columns, types, ranks, indices; the message names
+        the file and the field.
+    SubsetStoreMismatch
+        The subset does not belong to ``store``.
+
+    Examples
+    --------
+    >>> sub = read_subset("runs/subset")            # doctest: +SKIP
+    >>> sub.indices[:3], sub.manifest["certificate"]["ratio"]   # doctest: +SKIP
+    """
+    path = Path(path)
+    where, table_file, manifest_file = _locate(path)
+    manifest = read_json(manifest_file)
+    if not isinstance(manifest, dict):
+        raise SubsetError(f"{manifest_file}: expected a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SubsetError(
+            f"{manifest_file}: schema_version {version!r} is not supported; this subsetlm "
+            f"reads schema_version {SCHEMA_VERSION}; re-run `subsetlm select` with this "
+            f"version or upgrade subsetlm"
+        )
+    if manifest.get("kind") != KIND:
+        raise SubsetError(f"{manifest_file}: kind {manifest.get('kind')!r}, expected {KIND!r}")
+    table = _check_table(pq.read_table(table_file), table_file)
+    sub = SubsetFile(path=where, manifest=manifest, table=table)
+
+    b = sub.size
+    if manifest.get("size", b) != b:
+        raise SubsetError(
+            f"{manifest_file}: size = {manifest.get('size')} but {table_file.name} has {b} rows"
+        )
+    ranks = sub.ranks
+    if not np.array_equal(ranks, np.arange(b)):
+        i = int(np.flatnonzero(ranks != np.arange(b))[0])
+        raise SubsetError(
+            f"{table_file}: column 'rank' must be 0..{b - 1} in row order; row {i} has "
+            f"rank {ranks[i]}"
+        )
+    idx = sub.indices
+    n_ground = manifest.get("n_ground")
+    if b and (idx.min() < 0 or (n_ground is not None and idx.max() >= n_ground)):
+        i = int(np.flatnonzero((idx < 0) | (idx >= (n_ground or np.iinfo(np.int64).max)))[0])
+        raise SubsetError(
+            f"{table_file}: row {i} has index {idx[i]} outside [0, n_ground={n_ground})"
+        )
+    if np.unique(idx).size != b:
+        raise SubsetError(f"{table_file}: column 'index' has {b - np.unique(idx).size} duplicate(s)")
+    if store is not None:
+        check_against_store(sub, store)
+    return sub
+
+
+def check_against_store(sub: SubsetFile, store: Any) -> None:
+    """Raise :class:`SubsetStoreMismatch` unless ``sub`` was selected from ``store``."""
+    want, have = sub.store_fingerprint, str(store.fingerprint)
+    if want != have:
+        raise SubsetStoreMismatch(
+            f"subset {sub.path} was selected from a store with fingerprint {want[:12]}… "
+            f"but {store.path} has {have[:12]}…; re-run subsetlm select on this store"
+        )
+    idx = sub.indices
+    n = int(store.n)
+    if idx.size and idx.max() >= n:
+        i = int(np.argmax(idx))
+        raise SubsetStoreMismatch(
+            f"subset {sub.path}: row {i} has index {idx[i]} but store {store.path} has only "
+            f"{n} rows; re-run subsetlm select on this store"
+        )
+    have_ids = np.asarray(store.ids)[idx].astype(str)
+    want_ids = sub.ids.astype(str)
+    bad = np.flatnonzero(have_ids != want_ids)
+    if bad.size:
+        i = int(bad[0])
+        raise SubsetStoreMismatch(
+            f"subset {sub.path}: row {i} has id {want_ids[i]!r} at index {idx[i]} but store "
+            f"{store.path} has id {have_ids[i]!r} there ({bad.size} mismatched rows); the "
+            f"store was rebuilt; re-run subsetlm select on this store"
+        )
