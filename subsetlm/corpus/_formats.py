@@ -66,7 +66,7 @@ def read_jsonl(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> I
                 offset += len(raw)
                 if not raw.strip():
                     continue
-                line = _decode(raw, path, line_no, start)
+                line = _decode(raw, path, line_no, start).rstrip("\r\n")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:

@@ -76,27 +76,51 @@ def parse_article(elem: ET.Element) -> dict[str, Any] | None:
     }
 
 
+_START = re.compile(rb"<(PubmedArticle|DeleteCitation)[\s>]")
+
+
+def _elements(fh: IO[bytes], chunk: int = 1 << 20) -> Iterator[ET.Element]:
+    """Top-level ``<PubmedArticle>`` / ``<DeleteCitation>`` elements, parsed one at a time.
+
+    The byte stream is cut at the element tags (a closing tag cannot occur inside XML
+    text, where ``<`` is escaped, and these elements do not nest) and each slice goes
+    to the C parser in one call: several times faster than ``iterparse``, which pays a
+    Python step for every element event.
+    """
+    buf, pos, eof = b"", 0, False
+    while True:
+        m = _START.search(buf, pos)
+        if m is not None:
+            close = b"</" + m.group(1) + b">"
+            j = buf.find(close, m.end())
+            if j >= 0:
+                end = j + len(close)
+                yield ET.fromstring(buf[m.start():end])
+                pos = end
+                continue
+        if eof:
+            return
+        # keep an unfinished element, or a tail that may hold the start of a tag
+        keep = m.start() if m is not None else max(pos, len(buf) - 20)
+        data = fh.read(chunk)
+        buf, pos, eof = buf[keep:] + data, 0, not data
+
+
 def iter_medline(fh: IO[bytes]) -> Iterator[tuple[str, Any]]:
     """Stream a MEDLINE XML file.
 
     Yields ``("record", dict)`` for each citation with an abstract, ``("skipped", pmid)``
     for citations without one, and ``("deleted", pmid)`` for each PMID listed in a
     ``<DeleteCitation>`` block (update files retract earlier citations this way).
+    Memory holds one citation at a time.
     """
-    context = ET.iterparse(fh, events=("start", "end"))
-    _, root = next(context)  # the <PubmedArticleSet> root, cleared as we go
-    for event, elem in context:
-        if event != "end":
-            continue
-        tag = elem.tag
-        if tag == "PubmedArticle":
+    for elem in _elements(fh):
+        if elem.tag == "PubmedArticle":
             rec = parse_article(elem)
             if rec is not None:
                 yield "record", rec
             else:
                 yield "skipped", (elem.findtext("MedlineCitation/PMID") or "").strip()
-            root.clear()
-        elif tag == "DeleteCitation":
+        else:
             for p in elem.findall("PMID"):
                 yield "deleted", (p.text or "").strip()
-            root.clear()

@@ -25,7 +25,6 @@ Example
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,8 +274,9 @@ def iter_documents(cfg: CorpusConfig) -> Iterator[list[Document]]:
     """
     _check(cfg)
     inputs = _inputs(cfg.paths)
-    if cfg.id_field is None and any(i.kind == "txt" for i in inputs) is False:
-        pass
+    if cfg.id_field is not None and any(i.kind == "txt" for i in inputs):
+        log.warning("id_field=%r is ignored for .txt files: their id is the path relative to the folder",
+                    cfg.id_field)
     n_yielded = n_empty = 0
     empty_examples: list[str] = []
     block: list[Document] = []
@@ -346,7 +346,7 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str:
     return h.hexdigest()
 
 
-def _first_location(cfg: CorpusConfig, doc_id: str, *, text_hash: bool = False) -> str | None:
+def _first_location(cfg: CorpusConfig, doc_id: str) -> str | None:
     """Location of the first document whose id (or content-hash id) is ``doc_id`` (slow path)."""
     from subsetlm.corpus.chunking import doc_id_for
 
@@ -357,5 +357,3 @@ def _first_location(cfg: CorpusConfig, doc_id: str, *, text_hash: bool = False) 
                 return d.location
     return None
 
-
-_ = itertools  # noqa: F401  (kept for readers extending block logic)

@@ -24,6 +24,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -39,7 +40,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from subsetlm._io import atomic_dir, cache_dir, is_complete, sha256_file, write_bytes_atomic, write_json_atomic
 from subsetlm.corpus._medline import iter_medline
@@ -131,12 +132,29 @@ def _wheel(package: str) -> Path:
 def _write_jsonl_gz(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Deterministic gzip JSONL (mtime 0, no file name in the header); returns the count."""
     n = 0
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz:
         with io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as fh:
             for rec in records:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 n += 1
     return n
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """Inter-process lock so concurrent fetches of one source build it once (POSIX; no-op elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = cache_dir() / f".{name}.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _cached(name: str, filename: str, builder: Callable[[Path], dict[str, Any]], refresh: bool) -> Path:
@@ -145,10 +163,13 @@ def _cached(name: str, filename: str, builder: Callable[[Path], dict[str, Any]],
     out = dest / filename
     if is_complete(dest) and out.is_file() and not refresh:
         return out
-    t0 = time.perf_counter()
-    with atomic_dir(dest, overwrite=True) as tmp:
-        meta = builder(tmp)
-        write_json_atomic(tmp / "meta.json", meta)
+    with _lock(name):
+        if is_complete(dest) and out.is_file() and not refresh:  # another process built it meanwhile
+            return out
+        t0 = time.perf_counter()
+        with atomic_dir(dest, overwrite=True) as tmp:
+            meta = builder(tmp)
+            write_json_atomic(tmp / "meta.json", meta)
     log.info("built source %s: %d records in %.1f s -> %s", name, meta.get("count", -1),
              time.perf_counter() - t0, out)
     return out
@@ -255,6 +276,35 @@ def _split_of(pmid: str, seed: int, fractions: tuple[float, float, float]) -> st
     return "validation" if u < fractions[0] + fractions[1] else "test"
 
 
+def _write_task(src: Path, out: Path, meta_path: Path, seed: int, fr: tuple[float, float, float]) -> None:
+    meta_path.unlink(missing_ok=True)  # the meta file marks a finished task; it goes last
+    labels: Counter[str] = Counter()
+    splits: Counter[str] = Counter()
+    buf = io.StringIO()
+    dropped = 0
+    with gzip.open(src, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            label = pubtype_label(rec["publication_types"])
+            if label is None:
+                dropped += 1
+                continue
+            split = _split_of(rec["id"], seed, fr)
+            labels[label] += 1
+            splits[f"{split}/{label}"] += 1
+            buf.write(json.dumps({"id": rec["id"], "text": rec["text"], "label": label, "split": split},
+                                 ensure_ascii=False) + "\n")
+    write_bytes_atomic(out, buf.getvalue().encode("utf-8"))
+    write_json_atomic(meta_path, {
+        "task": "pubmed-pubtype", "seed": seed, "fractions": list(fr), "labels": list(TASK_LABELS),
+        "count": sum(labels.values()), "dropped": dropped, "label_counts": dict(sorted(labels.items())),
+        "split_label_counts": dict(sorted(splits.items())), "source": str(src.name),
+        "licence": PUBMED_LICENCE,
+    })
+    log.info("pubmed-pubtype task: %d records (%s), %d dropped -> %s", sum(labels.values()),
+             dict(labels), dropped, out)
+
+
 def pubmed_task(*, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
                 refresh: bool = False) -> Path:
     """Build the ``pubmed-pubtype`` classification task from the ``pubmed`` source.
@@ -293,31 +343,10 @@ def pubmed_task(*, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 
     if out.is_file() and meta_path.is_file() and not refresh:
         return out
     src = fetch_source("pubmed")
-    labels: Counter[str] = Counter()
-    splits: Counter[str] = Counter()
-    buf = io.StringIO()
-    dropped = 0
-    with gzip.open(src, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            label = pubtype_label(rec["publication_types"])
-            if label is None:
-                dropped += 1
-                continue
-            split = _split_of(rec["id"], int(seed), fr)  # type: ignore[arg-type]
-            labels[label] += 1
-            splits[f"{split}/{label}"] += 1
-            buf.write(json.dumps({"id": rec["id"], "text": rec["text"], "label": label, "split": split},
-                                 ensure_ascii=False) + "\n")
-    write_bytes_atomic(out, buf.getvalue().encode("utf-8"))
-    write_json_atomic(meta_path, {
-        "task": "pubmed-pubtype", "seed": int(seed), "fractions": list(fr), "labels": list(TASK_LABELS),
-        "count": sum(labels.values()), "dropped": dropped, "label_counts": dict(sorted(labels.items())),
-        "split_label_counts": dict(sorted(splits.items())), "source": str(src.name),
-        "licence": PUBMED_LICENCE,
-    })
-    log.info("pubmed-pubtype task: %d records (%s), %d dropped -> %s", sum(labels.values()),
-             dict(labels), dropped, out)
+    with _lock(name):
+        if out.is_file() and meta_path.is_file() and not refresh:
+            return out
+        _write_task(src, out, meta_path, int(seed), fr)  # type: ignore[arg-type]
     return out
 
 

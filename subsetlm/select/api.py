@@ -208,7 +208,8 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     out = Path(cfg.out)
     store = EmbeddingStore.open(cfg.store)
     config = asdict(cfg)
-    config.pop("force")
+    for volatile in ("force", "out", "n_jobs"):  # where and how fast, not what: keep manifests identical
+        config.pop(volatile)
     if out.exists() and not cfg.force:
         if _io.is_complete(out):
             existing = read_subset(out, store=store)

@@ -32,9 +32,7 @@ Example
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +40,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from subsetlm._io import SUCCESS, atomic_dir, dumps_json, read_json
+from subsetlm.subsets._util import duplicates, library_versions, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class SubsetFile:
     @property
     def ids(self) -> np.ndarray:
         """(b,) object array of sample ids, in selection order."""
-        return np.asarray(self.table.column("id").to_pylist(), dtype=object)
+        return self.table.column("id").to_numpy(zero_copy_only=False).astype(object, copy=False)
 
     @property
     def indices(self) -> np.ndarray:
@@ -157,26 +157,6 @@ class SubsetFile:
 
 
 # ----------------------------------------------------------------------------- write
-
-
-def _versions() -> dict[str, str]:
-    import subsetlm
-
-    def dist_version(*names: str) -> str | None:
-        for name in names:
-            try:
-                return importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return None
-
-    return {
-        "subsetlm": subsetlm.__version__,
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "faiss": dist_version("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss"),
-        "python": platform.python_version(),
-    }
 
 
 def _as_1d(name: str, x: Any, dtype: Any, b: int | None) -> np.ndarray:
@@ -236,7 +216,9 @@ def write_subset(
     manifest : dict
         Selector metadata: ``config``, ``seed``, ``certificate`` {objective, upper_bound,
         ratio, random_objective}, ... Keys in :data:`RESERVED_KEYS` are filled here and
-        may not be passed; a ``versions`` dict is merged with the library versions.
+        may not be passed; a ``versions`` dict is merged with the library versions;
+        ``ratio`` is filled from objective / upper_bound when missing; non-finite
+        floats are written as ``null`` (strict JSON).
     stats : dict or None
         Free-form timings for ``stats.json`` (not part of the deterministic output).
     overwrite : bool
@@ -267,13 +249,13 @@ def write_subset(
             f"write_subset: indices[{i}] = {idx[i]} is outside the store's rows [0, {n}) "
             f"(store {store.path}); indices must be rows of this store"
         )
-    uniq, first, counts = np.unique(idx, return_index=True, return_counts=True)
-    if uniq.size != b:
-        dup = int(uniq[counts > 1][0])
+    dups = duplicates(idx)
+    if dups.size:
+        dup = int(dups[0])
         pos = np.flatnonzero(idx == dup)[:2].tolist()
         raise SubsetError(
             f"write_subset: index {dup} is selected twice (positions {pos}); "
-            f"{b - uniq.size} duplicate(s) in all; a subset must not repeat a sample"
+            f"{dups.size} duplicate(s) in all; a subset must not repeat a sample"
         )
     _check_finite("gains", g)
     _check_finite("weights", w)
@@ -320,9 +302,11 @@ def write_subset(
             "model": smf.get("model"),
             "dim": int(store.dim),
         },
-        versions={**dict(manifest.get("versions") or {}), **_versions()},
+        versions={**dict(manifest.get("versions") or {}), **library_versions()},
     )
-    manifest_text = dumps_json(out_manifest)  # fails here (not half-way) if not JSON-able
+    # strict JSON for other tools (jq, JS): NaN/inf become null. Fails here, before
+    # anything is written, if the manifest is not JSON-able.
+    manifest_text = dumps_json(strict_json(out_manifest))
 
     with atomic_dir(path, overwrite=overwrite) as tmp:
         pq.write_table(table, tmp / TABLE_FILE, **_PARQUET_KW)
@@ -454,8 +438,11 @@ def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
         raise SubsetError(
             f"{table_file}: row {i} has index {idx[i]} outside [0, n_ground={n_ground})"
         )
-    if np.unique(idx).size != b:
-        raise SubsetError(f"{table_file}: column 'index' has {b - np.unique(idx).size} duplicate(s)")
+    dups = duplicates(idx)
+    if dups.size:
+        raise SubsetError(
+            f"{table_file}: column 'index' has {dups.size} duplicate(s), e.g. {int(dups[0])}"
+        )
     if store is not None:
         check_against_store(sub, store)
     return sub
@@ -477,13 +464,14 @@ def check_against_store(sub: SubsetFile, store: Any) -> None:
             f"subset {sub.path}: row {i} has index {idx[i]} but store {store.path} has only "
             f"{n} rows; re-run subsetlm select on this store"
         )
-    have_ids = np.asarray(store.ids)[idx].astype(str)
-    want_ids = sub.ids.astype(str)
-    bad = np.flatnonzero(have_ids != want_ids)
+    have = pa.array(np.asarray(store.ids)[idx], pa.string())
+    want = sub.table.column("id").combine_chunks()
+    bad = np.flatnonzero(pc.not_equal(have, want).to_numpy(zero_copy_only=False))
     if bad.size:
         i = int(bad[0])
+        have_ids, want_ids = have.to_pylist(), want.to_pylist()
         raise SubsetStoreMismatch(
-            f"subset {sub.path}: row {i} has id {want_ids[i]!r} at index {idx[i]} but store "
-            f"{store.path} has id {have_ids[i]!r} there ({bad.size} mismatched rows); the "
+            f"subset {sub.path}: row {i} has id {str(want_ids[i])!r} at index {idx[i]} but "
+            f"store {store.path} has id {str(have_ids[i])!r} there ({bad.size} mismatched rows); the "
             f"store was rebuilt; re-run subsetlm select on this store"
         )

@@ -1,0 +1,47 @@
+"""Small private helpers of the subset file writer/reader."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+
+def library_versions() -> dict[str, str | None]:
+    import subsetlm
+
+    def dist_version(*names: str) -> str | None:
+        for name in names:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {
+        "subsetlm": getattr(subsetlm, "__version__", None) or dist_version("subsetlm"),
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "faiss": dist_version("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss"),
+        "python": platform.python_version(),
+    }
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with non-finite floats replaced by ``None`` (recursively)."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def duplicates(idx: np.ndarray) -> np.ndarray:
+    """Values occurring more than once in ``idx`` (sorted; O(b log b), no hashing)."""
+    s = np.sort(idx)
+    return np.unique(s[1:][s[1:] == s[:-1]])

@@ -1,0 +1,93 @@
+"""The subset file with the real EmbeddingStore: a store written by embed_corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from subsetlm.subsets import (
+    SubsetSampler,
+    SubsetStoreMismatch,
+    export_subset,
+    read_subset,
+    to_hf_dataset,
+    write_subset,
+)
+
+from .conftest import FakeStore, example_inputs
+
+embed = pytest.importorskip("subsetlm.embed")
+if not hasattr(embed, "embed_corpus"):  # pragma: no cover - until the embed stage lands
+    pytest.skip("subsetlm.embed.embed_corpus not available", allow_module_level=True)
+
+WORDS = ("aspirin platelet kinase tumour insulin receptor telescope galaxy orbit budget "
+         "senate tax vaccine antibody neuron cortex").split()
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    rng = np.random.default_rng(0)
+    with open(root / "corpus.jsonl", "w") as fh:
+        for i in range(40):
+            text = " ".join(rng.choice(WORDS, size=12))
+            fh.write(json.dumps({"id": f"d{i}", "text": f"{text} ünï {i}"}) + "\n")
+    cfg = embed.EmbedConfig(inputs=[str(root / "corpus.jsonl")], out=str(root / "store"),
+                            model="hashing", id_field="id")
+    return embed.embed_corpus(cfg)
+
+
+def test_real_store_round_trip_export_hf_sampler(real_store, tmp_path):
+    store = embed.EmbeddingStore.open(real_store.path)
+    inp = example_inputs(n=store.n, b=10)
+    sub_dir = write_subset(tmp_path / "sub", store=store, **inp)
+    sub = read_subset(sub_dir, store=store)
+    assert sub.ids.tolist() == [store.ids[i] for i in inp["indices"]]
+    assert sub.manifest["store"]["fingerprint"] == store.fingerprint
+    assert sub.manifest["store"]["corpus_fingerprint"] == store.manifest["corpus_fingerprint"]
+    assert sub.manifest["n_ground"] == store.n
+
+    texts = pq.read_table(store.path / "texts.parquet").column("text").to_pylist()
+    ids_t = pq.read_table(store.path / "ids.parquet").to_pylist()
+    out = export_subset(sub_dir, str(store.path), tmp_path / "x.jsonl")  # store given as a path
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == [texts[i] for i in inp["indices"]]
+    assert [r["doc_id"] for r in rows] == [ids_t[i]["doc_id"] for i in inp["indices"]]
+    assert [r["n_tokens"] for r in rows] == [ids_t[i]["n_tokens"] for i in inp["indices"]]
+
+    ds = to_hf_dataset(sub, store)
+    assert len(ds) == 10 and ds["text"] == [r["text"] for r in rows]
+    assert sorted(SubsetSampler(sub, seed=0)) == sorted(inp["indices"].tolist())
+
+
+def test_real_store_rejects_foreign_subset(real_store, store, tmp_path):
+    sub_dir = write_subset(tmp_path / "sub", store=store, **example_inputs(n=store.n, b=5))
+    with pytest.raises(SubsetStoreMismatch, match="re-run subsetlm select on this store"):
+        read_subset(sub_dir, store=embed.EmbeddingStore.open(real_store.path))
+
+
+def test_fixture_store_is_a_real_store(store):
+    """The fixture directory (and so docs/formats.md's example) matches the real format."""
+    real = embed.EmbeddingStore.open(store.path)
+    fake = FakeStore.open(store.path)
+    assert (real.n, real.dim, real.fingerprint) == (fake.n, fake.dim, fake.fingerprint)
+    assert real.ids.tolist() == fake.ids.tolist()
+    assert real.texts([3, 1]) == fake.texts([3, 1])
+    np.testing.assert_array_equal(real.n_tokens, fake.n_tokens)
+
+
+def test_select_output_is_a_valid_subset(real_store, tmp_path):
+    """Contract with the select stage: its output reads back and exports against the store."""
+    api = pytest.importorskip("subsetlm.select.api")
+    out = api.select(api.SelectConfig(store=str(real_store.path), out=str(tmp_path / "sel"), budget="8", k=8))
+    sub = read_subset(out, store=real_store)
+    assert sub.size == 8 and np.all(np.diff(sub.ranks) == 1)
+    cert = sub.manifest["certificate"]
+    assert cert["objective"] <= cert["upper_bound"] + 1e-9
+    assert cert["ratio"] == pytest.approx(cert["objective"] / cert["upper_bound"])
+    assert sub.weights.sum() <= real_store.n  # each ground point counts for one selected sample
+    rows = pq.read_table(export_subset(out, real_store, tmp_path / "sel.parquet")).to_pylist()
+    assert [r["index"] for r in rows] == sub.indices.tolist()
