@@ -33,9 +33,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: generator parameters, recorded in the docs table caption
-SYNTH = dict(points_per_centre=500, shared_weight=0.35, spread_low=0.6, spread_high=1.0,
-             dirichlet_alpha=1.0)
+#: generator parameters, recorded in the docs
+SYNTH = dict(points_per_topic=500, points_per_subtopic=20, shared_weight=0.35, sub_weight=1.0,
+             spread_low=0.6, spread_high=1.0, dirichlet_alpha=1.0)
 
 
 def bench_cache() -> Path:
@@ -56,13 +56,14 @@ def synthetic_embeddings(path: Path, n: int, d: int = 384, seed: int = 0,
                          block: int = 65536) -> Path:
     """Write a clustered, L2-normalised float32 ``(n, d)`` mixture to ``path`` (.npy).
 
-    Model (parameters in :data:`SYNTH`): ``c = max(1, n // 500)`` centres, each
-    ``normalize(0.35 * m + normalize(g_k))`` with a shared direction ``m`` (real sentence
+    Two-level Gaussian mixture (parameters in :data:`SYNTH`): ``n // 500`` topic centres
+    ``t_k = normalize(0.35 * m + normalize(g_k))`` around a shared direction ``m`` (sentence
     embeddings are anisotropic: two random MiniLM vectors have a small positive cosine);
-    cluster sizes are multinomial with Dirichlet(1) weights (uneven, like topics); a point
-    of cluster k is ``normalize(c_k + s_k * e)`` with ``e ~ N(0, I/d)`` and a per-cluster
-    spread ``s_k ~ U(0.6, 1.0)``, so two points of one cluster have cosine about
-    ``1 / (1 + s_k^2)`` (0.5-0.74) and points of different clusters about 0.1.
+    ``n // 20`` sub-topic centres ``u = normalize(t_k + normalize(h))``, assigned to topics
+    with Dirichlet(1) weights (uneven, like real topics); points are assigned to sub-topics
+    with Dirichlet(1) weights and drawn as ``normalize(u + s * e)``, ``e ~ N(0, I/d)``, with a
+    per-sub-topic spread ``s ~ U(0.6, 1.0)``. Cosines: same sub-topic about 0.5-0.74, same
+    topic about half of that, different topics about 0.1.
 
     Parameters
     ----------
@@ -80,16 +81,20 @@ def synthetic_embeddings(path: Path, n: int, d: int = 384, seed: int = 0,
     if path.exists():
         return path
     rng = np.random.default_rng(seed)
-    n_c = max(1, n // SYNTH["points_per_centre"])
-    shared = rng.standard_normal(d).astype(np.float32)
-    shared /= np.linalg.norm(shared)
-    g = rng.standard_normal((n_c, d)).astype(np.float32)
-    g /= np.linalg.norm(g, axis=1, keepdims=True)
-    centres = SYNTH["shared_weight"] * shared + g
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    weights = rng.dirichlet(np.full(n_c, SYNTH["dirichlet_alpha"]))
-    labels = rng.choice(n_c, size=n, p=weights).astype(np.int64)
-    spread = rng.uniform(SYNTH["spread_low"], SYNTH["spread_high"], n_c).astype(np.float32)
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+    n_t = max(1, n // SYNTH["points_per_topic"])
+    n_s = max(1, n // SYNTH["points_per_subtopic"])
+    shared = unit(rng.standard_normal(d).astype(np.float32))
+    topics = unit(SYNTH["shared_weight"] * shared + unit(rng.standard_normal((n_t, d)).astype(np.float32)))
+    sub_topic = rng.choice(n_t, size=n_s, p=rng.dirichlet(np.full(n_t, SYNTH["dirichlet_alpha"])))
+    centres = unit(topics[sub_topic] + SYNTH["sub_weight"] * unit(
+        rng.standard_normal((n_s, d)).astype(np.float32))).astype(np.float32)
+    labels = rng.choice(n_s, size=n, p=rng.dirichlet(np.full(n_s, SYNTH["dirichlet_alpha"])))
+    spread = rng.uniform(SYNTH["spread_low"], SYNTH["spread_high"], n_s).astype(np.float32)
+    n_c = n_s
 
     def write(tmp: Path) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
@@ -108,37 +113,74 @@ def synthetic_embeddings(path: Path, n: int, d: int = 384, seed: int = 0,
     return path
 
 
-def pubmed_embeddings(path: Path, n: int = 20000) -> tuple[Path, dict]:
+def pubmed_embeddings(path: Path, n: int = 20000, partial: bool = False) -> tuple[Path, dict]:
     """MiniLM embeddings of the first ``n`` PubMed abstract chunks, cached as ``.npy``.
 
     Uses subsetlm's own pipeline (``subsetlm.embed.embed_corpus`` with
     ``inputs=["pubmed"]``, ``model="minilm"``) into a store next to ``path`` and keeps the
-    first ``n`` rows as float32 (all rows when the corpus has fewer; the caller reports the
-    real n). Returns the path and a small description for the docs.
+    first ``n`` rows (chunks of at most 256 tokens) as float32 (all rows when the corpus has
+    fewer; the caller reports the real n). When an earlier run was stopped once its finished
+    shards held ``n`` rows, those shards are used as they are (they are the same first ``n``
+    rows). ``partial=True`` takes whatever finished shards exist (fewer than ``n`` rows) instead
+    of embedding the rest. Returns the path and a small description for the docs.
     """
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         import json
-        return path, json.loads(meta_path.read_text())
+
+        meta = json.loads(meta_path.read_text())
+        if partial or not meta.get("from_shards") or meta["n"] >= n:
+            return path, meta
+        path.unlink()  # an earlier partial run: finish the embedding (it resumes) and rebuild
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from subsetlm._io import is_complete, write_json_atomic
     from subsetlm.embed import EmbedConfig, EmbeddingStore, embed_corpus
 
     store_dir = path.with_name(path.stem + "-store")
     t0 = time.perf_counter()
-    if not is_complete(store_dir):
-        embed_corpus(EmbedConfig(inputs=["pubmed"], out=str(store_dir), model="minilm", limit=n))
-    store = EmbeddingStore.open(store_dir)
-    m = min(n, store.n)
-    X = np.asarray(store.embeddings[:m], dtype=np.float32)
+    shards = _finished_shards(store_dir)
+    have = sum(len(np.load(a, mmap_mode="r")) for a, _ in shards)
+    if not is_complete(store_dir) and have < n and not (partial and have):
+        embed_corpus(EmbedConfig(inputs=["pubmed"], out=str(store_dir), model="minilm", limit=n,
+                                 dtype="float32"))
+    if is_complete(store_dir):
+        store = EmbeddingStore.open(store_dir)
+        m = min(n, store.n)
+        X = np.asarray(store.embeddings[:m], dtype=np.float32)
+        meta = {"store_rows": int(store.n), "model": str(store.manifest.get("model", "minilm"))}
+    else:
+        # an embed run stopped early: its finished shards (STORE.tmp/shards/NNNNN.npy +
+        # .parquet, see docs/internals.md) already hold the first n rows in order
+        import pyarrow.parquet as pq
+
+        rows, used = 0, []
+        for a, b in shards:  # only as many shards as needed (a later one may be half-written)
+            used.append((a, b))
+            rows += len(np.load(a, mmap_mode="r"))
+            if rows >= n:
+                break
+        shards = used
+        X = np.concatenate([np.load(a) for a, _ in shards]).astype(np.float32)[:n]
+        ids = np.concatenate([pq.read_table(b, columns=["doc_id"]).column(0).to_numpy(zero_copy_only=False)
+                              for _, b in shards])[:n]
+        m = len(X)
+        meta = {"store_rows": int(m), "model": "minilm", "documents": int(len(set(ids.tolist()))),
+                "from_shards": len(shards)}
     X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
     _atomic_save_npy(path, lambda tmp: np.save(tmp, X))
-    meta = {"n": int(m), "dim": int(X.shape[1]), "store_rows": int(store.n),
-            "model": str(store.manifest.get("model", "minilm")),
-            "embed_seconds": round(time.perf_counter() - t0, 1)}
+    meta.update(n=int(m), dim=int(X.shape[1]), seconds=round(time.perf_counter() - t0, 1))
     write_json_atomic(meta_path, meta)
     return path, meta
+
+
+def _finished_shards(store_dir: Path) -> list[tuple[Path, Path]]:
+    """(npy, parquet) pairs of the finished shards of an unfinished embed run, in order."""
+    d = Path(str(store_dir) + ".tmp") / "shards"
+    if not d.is_dir():
+        return []
+    return [(a, a.with_suffix(".parquet")) for a in sorted(d.glob("*.npy"))
+            if a.with_suffix(".parquet").exists()]
 
 
 def facility_objective(X: np.ndarray, S: np.ndarray, sample: int | None = None, seed: int = 0,

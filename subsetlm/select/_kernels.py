@@ -23,7 +23,8 @@ def reverse_lists(neighbors, sims, n):
 
     ``neighbors`` (n, k) int, ``-1`` = missing; ``sims`` (n, k) float32.
     Returns ``indptr (n+1,) int64, rev_idx (nnz,) int32, rev_sim (nnz,) float32``; entries of
-    each reverse list are sorted by ground index ``i`` (deterministic).
+    each reverse list are sorted by ground index ``i`` (deterministic). A neighbour listed twice
+    in one row is kept once, with the larger similarity.
     """
     m, k = neighbors.shape
     counts = np.zeros(n + 1, np.int64)
@@ -39,16 +40,37 @@ def reverse_lists(neighbors, sims, n):
     rev_idx = np.empty(nnz, np.int32)
     rev_sim = np.empty(nnz, np.float32)
     pos = indptr[:n].copy()
+    n_dup = 0
     for i in range(m):
         for t in range(k):
             j = neighbors[i, t]
             if j >= 0:
-                p = pos[j]
-                rev_idx[p] = i
                 s = sims[i, t]
-                rev_sim[p] = s if s > 0.0 else np.float32(0.0)
+                s = s if s > 0.0 else np.float32(0.0)
+                p = pos[j]
+                if p > indptr[j] and rev_idx[p - 1] == i:  # j listed twice by i: keep the max
+                    if s > rev_sim[p - 1]:
+                        rev_sim[p - 1] = s
+                    n_dup += 1
+                    continue
+                rev_idx[p] = i
+                rev_sim[p] = s
                 pos[j] = p + 1
-    return indptr, rev_idx, rev_sim
+    if n_dup == 0:
+        return indptr, rev_idx, rev_sim
+    # compact the lists (duplicates left unused slots at the end of their list)
+    new_ptr = np.zeros(n + 1, np.int64)
+    for j in range(n):
+        new_ptr[j + 1] = new_ptr[j] + (pos[j] - indptr[j])
+    out_idx = np.empty(new_ptr[n], np.int32)
+    out_sim = np.empty(new_ptr[n], np.float32)
+    for j in range(n):
+        q = new_ptr[j]
+        for p in range(indptr[j], pos[j]):
+            out_idx[q] = rev_idx[p]
+            out_sim[q] = rev_sim[p]
+            q += 1
+    return new_ptr, out_idx, out_sim
 
 
 @njit(cache=True, inline="always")
@@ -67,11 +89,15 @@ def gain_one(j, indptr, rev_idx, rev_sim, cur):
     return _gain(j, indptr, rev_idx, rev_sim, cur)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def gains_many(cands, indptr, rev_idx, rev_sim, cur):
-    """Marginal gains of ``cands`` (m,) int64 -> (m,) float64."""
+    """Marginal gains of ``cands`` (m,) int64 -> (m,) float64.
+
+    Sequential on purpose: most calls are small (stochastic samples), where thread start-up
+    costs more than it saves, and a parallel kernel triples the one-off JIT time.
+    """
     out = np.empty(cands.shape[0], np.float64)
-    for t in prange(cands.shape[0]):
+    for t in range(cands.shape[0]):
         out[t] = _gain(cands[t], indptr, rev_idx, rev_sim, cur)
     return out
 

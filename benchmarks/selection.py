@@ -1,0 +1,270 @@
+"""Selection benchmark: subsetlm vs submodlib vs apricot on the same embeddings.
+
+Every method runs in its own worker process (``--worker``), so its peak RSS is its own
+(``ru_maxrss`` of that child, read by the parent with ``os.wait4``). The parent scores
+every selected subset with ONE evaluator, the exact dense facility-location objective
+``f(S) = sum_i max_{j in S} max(0, x_i . x_j)`` (``_selection_data.facility_objective``),
+plus a random subset as a baseline, and writes a table per n and a time/memory plot.
+
+Datasets (cached as .npy under ``$SUBSETLM_CACHE/bench`` or ``~/.cache/subsetlm/bench``):
+sizes up to ``--real-max`` (20,000) are MiniLM embeddings of PubMed abstracts made with
+subsetlm's own embed pipeline; larger sizes are a seeded synthetic Gaussian mixture
+(``_selection_data.synthetic_embeddings``).
+
+Usage
+-----
+    python benchmarks/selection.py                       # 20k real + 100k, 1M synthetic
+    python benchmarks/selection.py --sizes 20000 --repeats 3
+    python benchmarks/selection.py --quick               # tiny smoke run, < 1 minute
+    python benchmarks/selection.py --report-only         # redraw table + plot from results
+    python benchmarks/selection.py --worker subsetlm-lazy --data X.npy --budget 2000 --out r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from benchmarks import _selection_data as data  # noqa: E402
+from benchmarks._selection_methods import METHODS, PEERS  # noqa: E402
+
+DEFAULT_METHODS = ("subsetlm-lazy", "subsetlm-stochastic", "submodlib", "apricot-dense",
+                   "apricot-sparse", "apricot-stochastic")
+GB = 1e9
+
+
+def _rss_gb(ru_maxrss_kb: float) -> float:
+    return ru_maxrss_kb * 1024 / GB  # Linux reports ru_maxrss in KiB
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("subsetlm", "submodlib-py", "apricot-select", "faiss-cpu", "numpy", "numba"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# ---------------------------------------------------------------- worker side
+def _preimport(method: str) -> None:
+    """Import the method's libraries before the clock starts (imports are not timed)."""
+    import faiss  # noqa: F401
+    if method.startswith("subsetlm"):
+        import subsetlm.index  # noqa: F401
+        import subsetlm.select.facility_location  # noqa: F401
+        import subsetlm.select.greedy  # noqa: F401
+    elif method == "submodlib":
+        import submodlib  # noqa: F401
+    elif method.startswith("apricot"):
+        import apricot  # noqa: F401
+
+
+def worker_main(args) -> int:
+    """Run one method on one .npy file; write ``--out`` JSON and ``<out>.idx.npy``."""
+    runner = METHODS[args.worker][0]
+    _preimport(args.worker)
+    X = np.load(args.data, mmap_mode="r")
+    rss_before = _rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    order, phases, variant, extra = runner(X, args.budget, args.k, args.seed)
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    out = Path(args.out)
+    np.save(out.with_suffix(".idx.npy"), np.asarray(order, dtype=np.int64))
+    rec = {"method": args.worker, "n": int(X.shape[0]), "d": int(X.shape[1]), "budget": args.budget,
+           "k": args.k, "seed": args.seed, "wall_s": wall, "cpu_s": cpu,
+           "phases": {key: round(v, 3) for key, v in phases.items()}, "variant": variant,
+           "extra": extra, "rss_before_gb": rss_before,
+           "rss_self_gb": _rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+           "n_selected": int(len(order))}
+    out.write_text(json.dumps(rec, indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------- parent side
+def run_worker(method: str, data_path: Path, budget: int, k: int, seed: int, out_json: Path,
+               max_seconds: float) -> dict:
+    """Start one worker process, enforce the time cap, return its record + peak RSS."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--data", str(data_path),
+           "--budget", str(budget), "--k", str(k), "--seed", str(seed), "--out", str(out_json)]
+    log = out_json.with_suffix(".log")
+    out_json.unlink(missing_ok=True)
+    with open(log, "w") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                             cwd=str(ROOT))
+    t0 = time.perf_counter()
+    status, ru, timed_out = None, None, False
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - t0 > max_seconds:
+            os.killpg(p.pid, signal.SIGKILL)  # the worker's own session (started above)
+            _pid, status, ru = os.wait4(p.pid, 0)
+            timed_out = True
+            break
+        time.sleep(0.1)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    peak = _rss_gb(ru.ru_maxrss)
+    if timed_out:
+        prog = [ln.split(None, 1)[1] for ln in log.read_text(errors="replace").splitlines()
+                if ln.startswith("PROGRESS ")]
+        return {"method": method, "status": "timeout", "rss_gb": peak,
+                "note": f"timeout (> {max_seconds:.0f} s" + (f"; {prog[-1]}" if prog else "") + ")"}
+    if p.returncode != 0 or not out_json.exists():
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        return {"method": method, "status": "failed", "note": f"failed (rc={p.returncode}): "
+                + " | ".join(tail)[-300:], "rss_gb": peak}
+    rec = json.loads(out_json.read_text())
+    rec.update(status="ok", rss_gb=peak, indices=str(out_json.with_suffix(".idx.npy")))
+    return rec
+
+
+def prepare_dataset(n: int, real_max: int, seed: int, cache: Path, synthetic_only: bool,
+                    d: int = 384, partial: bool = False) -> tuple[str, Path, dict]:
+    """Return (name, .npy path, description) for size n, creating the file once."""
+    if n <= real_max and not synthetic_only:
+        path, meta = data.pubmed_embeddings(cache / f"pubmed-minilm-{n}.npy", n, partial)
+        return f"pubmed-minilm-{meta['n']}", path, dict(meta, kind="pubmed", requested=n)
+    path = data.synthetic_embeddings(cache / f"synthetic-{n}-d{d}-s{seed}.npy", n, d, seed)
+    return f"synthetic-{n}", path, {"kind": "synthetic", "n": n, "dim": d, "seed": seed, **data.SYNTH}
+
+
+def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_seconds, max_gb,
+                  eval_sample, work: Path) -> dict:
+    """All methods x repeats on one dataset, then the shared evaluation."""
+    X = np.load(path, mmap_mode="r")
+    n, d = X.shape
+    budget = max(1, int(round(budget_frac * n)))
+    runs, memo = [], {}
+    sample = eval_sample if eval_sample and n > eval_sample else None
+    for method in methods:
+        need = METHODS[method][1](n, d, k) / GB
+        if need > max_gb:
+            runs.append({"method": method, "status": "skipped", "note": f"skipped (needs ~{need:.0f} GB)"})
+            print(f"[{name}] {method}: skipped (needs ~{need:.0f} GB > {max_gb} GB)", flush=True)
+            continue
+        for r in range(repeats):
+            rec = run_worker(method, path, budget, k, seed, work / f"{name}-{method}-r{r}.json", max_seconds)
+            rec["repeat"] = r
+            if rec["status"] == "ok":
+                idx = np.load(rec["indices"])
+                key = hash(idx.tobytes())
+                if key not in memo:
+                    memo[key] = data.facility_objective(X, idx, sample=sample, seed=seed)
+                rec["objective"] = memo[key]
+                rec["valid"] = bool(len(idx) == budget and len(np.unique(idx)) == budget)
+            print(f"[{name}] {method} r{r}: {rec['status']} wall={rec.get('wall_s', float('nan')):.2f}s "
+                  f"rss={rec.get('rss_gb', float('nan')):.2f}GB "
+                  f"obj={rec.get('objective', {}).get('mean', float('nan')):.5f} {rec.get('note', '')}",
+                  flush=True)
+            runs.append(rec)
+            if rec["status"] != "ok":
+                break  # a timeout or failure will not change on a repeat
+    rand = np.random.default_rng(seed).choice(n, size=budget, replace=False)
+    return {"name": name, "n": n, "d": d, "budget": budget, "budget_frac": budget_frac, "k": k,
+            "repeats": repeats, "eval_sample": sample, "meta": meta, "runs": runs,
+            "random": data.facility_objective(X, rand, sample=sample, seed=seed)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", choices=sorted(METHODS), help="internal: run one method and exit")
+    ap.add_argument("--data", help="worker: .npy embeddings")
+    ap.add_argument("--budget", default="0.1", help="fraction of n (parent) or a count (worker)")
+    ap.add_argument("--out", help="worker: result JSON")
+    ap.add_argument("--k", type=int, default=32, help="neighbours of the kNN graphs (default 32)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sizes", default=None, help="comma-separated n (default 20000,100000,1000000)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats at n <= 20,000")
+    ap.add_argument("--repeats-large", type=int, default=1, help="repeats at n > 20,000")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    ap.add_argument("--max-seconds", type=float, default=900, help="time cap per run (s)")
+    ap.add_argument("--max-gb", type=float, default=20, help="skip methods estimated to need more")
+    ap.add_argument("--eval-sample", type=int, default=100000,
+                    help="score on a seeded sample of this many ground points when n is larger")
+    ap.add_argument("--real-max", type=int, default=20000, help="sizes <= this use real PubMed embeddings")
+    ap.add_argument("--synthetic-only", action="store_true")
+    ap.add_argument("--real-partial", action="store_true",
+                    help="use the finished shards of an unfinished PubMed embed run (fewer rows)")
+    ap.add_argument("--results", default=None,
+                    help="results JSON (default: cache/selection-results.json); with --report-only a "
+                         "comma-separated list whose datasets are merged")
+    ap.add_argument("--quick", action="store_true", help="tiny synthetic sizes, 1 repeat, no docs")
+    ap.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md or the figure")
+    ap.add_argument("--report-only", action="store_true", help="only redraw table and plot from --results")
+    args = ap.parse_args(argv)
+    if args.worker:
+        args.budget = int(args.budget)
+        return worker_main(args)
+
+    from benchmarks import _selection_report as report
+
+    cache = data.bench_cache()
+    if args.quick:
+        args.sizes = args.sizes or "1500"
+        args.repeats, args.repeats_large, args.synthetic_only, args.no_docs, args.k = 1, 1, True, True, 16
+    args.sizes = args.sizes or "20000,100000,1000000"
+    paths = [Path(p) for p in args.results.split(",")] if args.results else [cache / (
+        "selection-results-quick.json" if args.quick else "selection-results.json")]
+    results_path = paths[0]
+    results: dict = {"datasets": {}}
+    for p in paths if args.report_only else paths[:1]:
+        if p.exists():
+            r = json.loads(p.read_text())
+            for name, ds in r["datasets"].items():  # same dataset in several files: merge methods
+                have = results["datasets"].setdefault(name, ds)
+                if have is not ds:
+                    done = {x["method"] for x in have["runs"]}
+                    have["runs"] += [x for x in ds["runs"] if x["method"] not in done]
+            results.update({k: v for k, v in r.items() if k != "datasets"})
+    if not args.report_only:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            ap.error(f"unknown method(s) {bad}; choose from {sorted(METHODS)}")
+        work = results_path.with_suffix("")
+        work.mkdir(parents=True, exist_ok=True)
+        for n in [int(float(s)) for s in args.sizes.split(",")]:
+            name, path, meta = prepare_dataset(n, args.real_max, args.seed, cache, args.synthetic_only,
+                                             partial=args.real_partial)
+            reps = args.repeats if n <= 20000 else args.repeats_large
+            res = bench_dataset(name, path, meta, methods, float(args.budget), reps, args.k, args.seed,
+                                args.max_seconds, args.max_gb, args.eval_sample, work)
+            old = results["datasets"].get(name, {"runs": []})
+            keep = [r for r in old["runs"] if r["method"] not in methods]  # methods not re-run
+            res["runs"] = keep + res["runs"]
+            results["datasets"][name] = res
+            results.update(machine=report.machine_line(), versions=_versions())
+            tmp = results_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(results, indent=1, default=float))
+            os.replace(tmp, results_path)
+    md = report.markdown(results)
+    print(md)
+    if not args.no_docs:
+        report.write(results, md)
+    print(f"results: {results_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""The embedding store: a directory of row-aligned embeddings, ids and texts.
+
+Layout (``docs/internals.md``)::
+
+    STORE/
+      embeddings.npy    (n, dim) float16 (default) or float32, a real .npy: np.load(mmap_mode="r")
+      ids.parquet       id str, doc_id str, source str, n_tokens int32   (row i <-> embeddings[i])
+      texts.parquet     text str                                          (row-aligned)
+      manifest.json     format, version, model, dim, dtype, pooling, normalized, count,
+                        corpus_fingerprint, embedding_fingerprint, chunking, config
+      stats.json        timings (the only file that differs between identical runs)
+      embedder_state/   fitted state of embedders that need it (hashing: idf.npy)
+      _SUCCESS          written last
+
+While a run is in progress everything lives in ``STORE.tmp/``; finished shards are
+``STORE.tmp/shards/NNNNN.npy`` + ``NNNNN.parquet`` (the .parquet, written second and
+atomically, marks the shard as finished). Parquet files are written without pandas
+metadata, with fixed compression and row groups, so identical inputs give identical
+bytes whether or not the run was interrupted.
+
+Example
+-------
+>>> store = EmbeddingStore.open("runs/pubmed-minilm")           # doctest: +SKIP
+>>> store.n, store.dim, store.dtype                              # doctest: +SKIP
+(33272, 384, dtype('float16'))
+>>> for start, X in store.iter_blocks(65536):                    # doctest: +SKIP
+...     pass   # X: (<=65536, 384) float32
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from subsetlm._io import dumps_json, is_complete, read_json, sha256_file, write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+FORMAT = "subsetlm.embedding_store"
+VERSION = 1
+DTYPES = ("float16", "float32")
+ROW_GROUP = 65536           # rows per parquet row group in the final files (fixed => same bytes)
+COMPRESSION = "zstd"
+_ID_COLS = ("id", "doc_id", "source", "n_tokens")
+
+
+class StoreError(ValueError):
+    """A directory is not a (complete, compatible) embedding store."""
+
+
+def _ids_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()),
+                      ("n_tokens", pa.int32())])
+
+
+def _texts_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("text", pa.string())])
+
+
+def _parquet_writer(path: Path, schema: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(str(path), schema, compression=COMPRESSION, use_dictionary=False,
+                            write_statistics=False, store_schema=False)
+
+
+def check_embeddings(X: Any, dim: int, where: str) -> np.ndarray:
+    """Validate an embedder's output before it is written; return it as float32.
+
+    Raises ``ValueError`` on a wrong shape or non-finite values (naming the first bad row).
+    """
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise ValueError(f"{where}: embedder returned shape {X.shape}; expected (n, {dim}). "
+                         f"The embedder's dim attribute and its output disagree")
+    X = X.astype(np.float32, copy=False)
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{where}: {len(rows)} embedding row(s) contain NaN/inf (first: row {rows[0]}); "
+                         f"nothing was finalised. Check the model (fp16 overflow? a broken checkpoint?) "
+                         f"or use precision='fp32'")
+    return X
+
+
+# ------------------------------------------------------------------------------------------
+class ShardWriter:
+    """Writes and finds the finished shards of a run in ``TMP/shards/``.
+
+    Parameters
+    ----------
+    tmp : Path
+        The run's temporary directory (``STORE.tmp``).
+    dim : int
+    dtype : {"float16", "float32"}
+    """
+
+    def __init__(self, tmp: Path, dim: int, dtype: str) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}; expected one of {', '.join(DTYPES)}")
+        self.dir = Path(tmp) / "shards"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dim = int(dim)
+        self.dtype = np.dtype(dtype)
+
+    def finished(self) -> list[tuple[int, int]]:
+        """``[(shard_no, n_rows), ...]`` for the consecutive finished shards 0, 1, 2, ..."""
+        import pyarrow.parquet as pq
+
+        out = []
+        k = 0
+        while (self.dir / f"{k:05d}.parquet").is_file() and (self.dir / f"{k:05d}.npy").is_file():
+            out.append((k, pq.ParquetFile(self.dir / f"{k:05d}.parquet").metadata.num_rows))
+            k += 1
+        return out
+
+    def write(self, k: int, X: np.ndarray, samples: Sequence[Any]) -> None:
+        """Write shard ``k``: embeddings ``X`` (len(samples), dim) and the samples' columns."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        X = check_embeddings(X, self.dim, f"shard {k}")
+        if len(X) != len(samples):
+            raise ValueError(f"shard {k}: {len(X)} embeddings for {len(samples)} samples; the embedder must "
+                             f"return one row per text")
+        npy = self.dir / f"{k:05d}.npy"
+        tmp = npy.with_name(npy.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array(fh, np.ascontiguousarray(X.astype(self.dtype)), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, npy)
+        table = pa.table({
+            "id": pa.array([s.id for s in samples], pa.string()),
+            "doc_id": pa.array([s.doc_id for s in samples], pa.string()),
+            "source": pa.array([s.source for s in samples], pa.string()),
+            "n_tokens": pa.array([s.n_tokens for s in samples], pa.int32()),
+            "text": pa.array([s.text for s in samples], pa.string()),
+        })
+        pq_path = self.dir / f"{k:05d}.parquet"
+        ptmp = pq_path.with_name(pq_path.name + ".tmp")
+        pq.write_table(table, str(ptmp), compression=COMPRESSION)
+        os.replace(ptmp, pq_path)  # the shard counts as finished from here on
+
+    def assemble(self, tmp: Path) -> tuple[int, str]:
+        """Concatenate all finished shards into ``tmp/embeddings.npy``, ``ids.parquet``, ``texts.parquet``.
+
+        Streams shard by shard (memory: one shard + one row group). Returns
+        ``(n_rows, sha256 of embeddings.npy)``.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        shards = self.finished()
+        n = sum(c for _, c in shards)
+        emb_path = Path(tmp) / "embeddings.npy"
+        mm = np.lib.format.open_memmap(emb_path, mode="w+", dtype=self.dtype, shape=(n, self.dim))
+        ids_w = _parquet_writer(Path(tmp) / "ids.parquet", _ids_schema())
+        txt_w = _parquet_writer(Path(tmp) / "texts.parquet", _texts_schema())
+        pending: list[Any] = []
+        n_pending = 0
+
+        def flush(final: bool) -> None:
+            nonlocal pending, n_pending
+            if not pending:
+                return
+            t = pa.concat_tables(pending).combine_chunks()
+            cut = len(t) if final else (len(t) // ROW_GROUP) * ROW_GROUP
+            for s in range(0, cut, ROW_GROUP):
+                part = t.slice(s, min(ROW_GROUP, cut - s))
+                ids_w.write_table(part.select(list(_ID_COLS)), row_group_size=ROW_GROUP)
+                txt_w.write_table(part.select(["text"]), row_group_size=ROW_GROUP)
+            rest = t.slice(cut)
+            pending, n_pending = ([rest], len(rest)) if len(rest) else ([], 0)
+
+        try:
+            row = 0
+            for k, c in shards:
+                X = np.load(self.dir / f"{k:05d}.npy", mmap_mode="r")
+                mm[row:row + c] = X
+                row += c
+                pending.append(pq.read_table(self.dir / f"{k:05d}.parquet"))
+                n_pending += c
+                if n_pending >= ROW_GROUP:
+                    flush(final=False)
+            flush(final=True)
+            mm.flush()
+        finally:
+            del mm
+            ids_w.close()
+            txt_w.close()
+        return n, sha256_file(emb_path)
+
+    def remove(self) -> None:
+        """Delete the shards, last first (an interrupted delete still leaves a resumable prefix)."""
+        for k, _ in reversed(self.finished()):
+            (self.dir / f"{k:05d}.parquet").unlink()
+            (self.dir / f"{k:05d}.npy").unlink()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------
+class EmbeddingStore:
+    """Read access to a finished embedding store directory (see the module docstring).
+
+    Use :meth:`open`; arrays are loaded lazily (embeddings as a read-only memmap).
+
+    Attributes
+    ----------
+    path : Path
+    manifest : dict
+    n, dim : int
+    dtype : np.dtype
+    fingerprint : str   (the manifest's embedding_fingerprint, sha256 of embeddings.npy)
+    embeddings : np.memmap (n, dim)
+    ids, sources : np.ndarray of str (n,)
+    n_tokens : np.ndarray int64 (n,)
+    stats : dict        (stats.json: docs, samples, dim, seconds, docs_per_s, ...)
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self._emb: np.ndarray | None = None
+        self._ids: Any = None
+        self._cols: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, path: str | Path) -> "EmbeddingStore":
+        """Open a complete store; raise :class:`StoreError` (a ValueError) explaining what is wrong."""
+        p = Path(path)
+        if not p.is_dir():
+            tmp = p.with_name(p.name + ".tmp")
+            hint = (f"; {tmp} holds an unfinished run: rerun the same `subsetlm embed` command to resume it"
+                    if tmp.is_dir() else "; create it with `subsetlm embed`")
+            raise StoreError(f"{p}: no such embedding store{hint}")
+        if not (p / "manifest.json").is_file():
+            raise StoreError(f"{p}: not an embedding store (no manifest.json); expected a directory written by "
+                             f"`subsetlm embed`")
+        if not is_complete(p):
+            raise StoreError(f"{p}: incomplete embedding store (no _SUCCESS marker); rerun `subsetlm embed` "
+                             f"with --force to rebuild it")
+        m = read_json(p / "manifest.json")
+        if m.get("format") != FORMAT:
+            raise StoreError(f"{p}/manifest.json: format={m.get('format')!r}; expected {FORMAT!r}")
+        if m.get("version") != VERSION:
+            raise StoreError(f"{p}/manifest.json: store version {m.get('version')!r}, this subsetlm reads version "
+                             f"{VERSION}; re-embed with --force or use a matching subsetlm release")
+        return cls(p, m)
+
+    # -- metadata ---------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.manifest["dtype"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["embedding_fingerprint"])
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        f = self.path / "stats.json"
+        return read_json(f) if f.is_file() else {}
+
+    def summary(self) -> str:
+        """One line for the CLI: counts, dims, time and throughput of the run that wrote the store."""
+        s = self.stats
+        return (f"{s.get('docs', '?')} docs ({self.n} samples) -> {self.dim}-d {self.dtype.name} with "
+                f"{self.manifest['model'].get('name')} in {s.get('seconds', float('nan')):.1f} s "
+                f"({s.get('docs_per_s', float('nan')):.1f} docs/s): {self.path}")
+
+    # -- arrays -----------------------------------------------------------------------
+    @property
+    def embeddings(self) -> np.ndarray:
+        """Read-only memmap (n, dim) of the stored dtype."""
+        if self._emb is None:
+            X = np.load(self.path / "embeddings.npy", mmap_mode="r")
+            if X.shape != (self.n, self.dim):
+                raise StoreError(f"{self.path}/embeddings.npy has shape {X.shape}; the manifest says "
+                                 f"({self.n}, {self.dim}). The store is corrupt: rebuild with --force")
+            self._emb = X
+        return self._emb
+
+    def _id_table(self) -> Any:
+        if self._ids is None:
+            import pyarrow.parquet as pq
+
+            self._ids = pq.read_table(self.path / "ids.parquet")
+            if len(self._ids) != self.n:
+                raise StoreError(f"{self.path}/ids.parquet has {len(self._ids)} rows; expected {self.n}")
+        return self._ids
+
+    def _str_column(self, name: str) -> np.ndarray:
+        if name not in self._cols:
+            self._cols[name] = np.asarray(self._id_table().column(name).to_pylist(), dtype=object)
+        return self._cols[name]
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Sample ids, object array of str (n,); row i <-> embeddings[i]."""
+        return self._str_column("id")
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        return self._str_column("doc_id")
+
+    @property
+    def sources(self) -> np.ndarray:
+        return self._str_column("source")
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        return self._id_table().column("n_tokens").to_numpy().astype(np.int64)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a float32 array (a copy)."""
+        return np.asarray(self.embeddings[start:stop], dtype=np.float32)
+
+    def iter_blocks(self, block_size: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, float32 block)`` over all rows, ``block_size`` rows at a time."""
+        if block_size < 1:
+            raise ValueError(f"block_size={block_size}; expected a positive integer")
+        for s in range(0, self.n, block_size):
+            yield s, self.block(s, min(s + block_size, self.n))
+
+    def texts(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        """The texts of rows ``indices`` (in the given order), read from texts.parquet.
+
+        Only the row groups holding the requested rows are read, so a few texts from a
+        large store cost a few row groups, not the whole file.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise IndexError(f"row indices must be in [0, {self.n}); got min {idx.min()}, max {idx.max()}")
+        pf = pq.ParquetFile(self.path / "texts.parquet")
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        group = np.searchsorted(starts, idx, side="right") - 1
+        out: list[str] = [""] * len(idx)
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(len(sizes) + 1))
+        for g in range(len(sizes)):
+            pos = order[bounds[g]:bounds[g + 1]]
+            if len(pos):
+                col = pf.read_row_group(g, columns=["text"]).column("text")
+                for p, t in zip(pos, col.take(pa.array(idx[pos] - starts[g])).to_pylist()):
+                    out[int(p)] = t
+        return out
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"EmbeddingStore({str(self.path)!r}, n={self.n}, dim={self.dim}, dtype={self.dtype.name})"
+
+
+def write_manifest(tmp: Path, manifest: dict[str, Any]) -> None:
+    write_bytes_atomic(Path(tmp) / "manifest.json", dumps_json(manifest).encode("utf-8"))

@@ -1,0 +1,187 @@
+"""kNN graphs and k-means partitions cached inside an EmbeddingStore directory.
+
+Layout::
+
+    STORE/graphs/knn-k{K}/                  neighbors.npy similarities.npy manifest.json stats.json _SUCCESS
+    STORE/partitions/kmeans-{P}-seed{S}/    labels.npy centroids.npy manifest.json _SUCCESS
+
+Each manifest records the store's ``fingerprint`` (sha256 of its embeddings) and the
+config that changes the result, so a rerun skips finished work and a stale cache
+(store re-embedded, or other settings) is rebuilt rather than silently reused.
+
+Example
+-------
+>>> from subsetlm.embed import EmbeddingStore                     # doctest: +SKIP
+>>> store = EmbeddingStore.open("runs/pubmed.store")              # doctest: +SKIP
+>>> build_store_graph(store, IndexConfig(k=32))                   # doctest: +SKIP
+>>> graph = load_store_graph(store, k=32)                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_dir, dumps_json, is_complete, read_json
+from .faiss_index import IndexConfig
+from .knn import KNNGraph, estimate_recall, knn_graph
+from .partitions import kmeans_partitions
+
+logger = logging.getLogger(__name__)
+
+# IndexConfig fields that change the graph (block_size, use_gpu, n_threads do not).
+_RESULT_FIELDS = ("kind", "k", "nlist", "nprobe", "hnsw_m", "ef_search", "train_size", "seed",
+                  "memory_gb", "flat_max", "ivf_storage", "graph_method")
+
+
+def _open(store):
+    if isinstance(store, (str, Path)):
+        from ..embed import EmbeddingStore  # noqa: PLC0415 - embed imports torch lazily
+
+        return EmbeddingStore.open(store)
+    return store
+
+
+def graph_dir(store, k: int) -> Path:
+    """``STORE/graphs/knn-k{k}``."""
+    return Path(_open(store).path) / "graphs" / f"knn-k{int(k)}"
+
+
+def _config_key(cfg: IndexConfig) -> dict:
+    return {f: getattr(cfg, f) for f in _RESULT_FIELDS}
+
+
+def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = False,
+                      force: bool = False, recall_queries: int = 1000) -> Path:
+    """Build (or reuse) the kNN graph of a store under ``STORE/graphs/knn-k{cfg.k}/``.
+
+    Parameters
+    ----------
+    store : EmbeddingStore or path
+        Needs ``.path``, ``.n``, ``.fingerprint`` and ``.embeddings`` ((n, d) memmap).
+    cfg : IndexConfig, optional
+        Index settings; ``cfg.k`` names the directory. Default ``IndexConfig()``.
+    progress : bool
+        tqdm bars.
+    force : bool
+        Rebuild even when a matching complete graph exists.
+    recall_queries : int
+        Rows used to estimate recall@k for approximate indexes (0 to skip).
+
+    Returns
+    -------
+    Path
+        The graph directory. Skipped (returned as is) when complete and its manifest
+        matches the store fingerprint and the result-relevant config; rebuilt otherwise.
+    """
+    store = _open(store)
+    cfg = (cfg or IndexConfig()).validate()
+    dest = graph_dir(store, cfg.k)
+    key = _config_key(cfg)
+    if is_complete(dest) and not force:
+        man = read_json(dest / "manifest.json")
+        if man.get("store_fingerprint") == store.fingerprint and man.get("config") == key:
+            logger.info("kNN graph %s is up to date; skipping (force=True to rebuild)", dest)
+            return dest
+        logger.warning("kNN graph %s was built for another store fingerprint or config; rebuilding", dest)
+    t0 = time.perf_counter()
+    graph = knn_graph(store.embeddings, cfg.k, cfg, progress=progress)
+    t_graph = time.perf_counter() - t0
+    recall = None
+    if graph.params.get("kind") != "flat" and recall_queries > 0:
+        recall = estimate_recall(store.embeddings, graph, n_queries=min(recall_queries, graph.n), seed=cfg.seed)
+        graph.params["recall"] = round(recall, 4)
+        logger.info("estimated recall@%d = %.4f on %d rows", cfg.k, recall, min(recall_queries, graph.n))
+        if recall < 0.9:
+            logger.warning("kNN graph recall@%d is only %.3f; raise --nprobe (now %s) or --ef-search, "
+                           "or use --kind flat", cfg.k, recall, graph.params.get("nprobe", graph.params.get("ef_search")))
+    stats = {"seconds_graph": round(t_graph, 3), "seconds_total": round(time.perf_counter() - t0, 3)}
+    graph.save(dest, overwrite=True, stats=stats,
+               extra={"store_fingerprint": store.fingerprint, "config": key})
+    logger.info("wrote %s (n=%d k=%d) in %.1fs", dest, graph.n, graph.k, time.perf_counter() - t0)
+    return dest
+
+
+def load_store_graph(store, k: int = 32, mmap: bool = True) -> KNNGraph:
+    """Load the store's kNN graph with ``k`` neighbours per row.
+
+    When only a graph with more neighbours exists (e.g. knn-k64 for k=32), its first ``k``
+    columns are returned (rows are sorted, so that is the top-k graph).
+
+    Raises
+    ------
+    FileNotFoundError
+        No complete graph: build it with ``subsetlm index STORE --k K``.
+    ValueError
+        The graph was built for another version of the store (fingerprint mismatch).
+    """
+    store = _open(store)
+    dest = graph_dir(store, k)
+    if not is_complete(dest):
+        larger = sorted(
+            (int(p.name[5:]), p) for p in (Path(store.path) / "graphs").glob("knn-k*")
+            if p.name[5:].isdigit() and int(p.name[5:]) > k and is_complete(p)
+        )
+        if not larger:
+            raise FileNotFoundError(
+                f"no kNN graph with k={k} for store {store.path} (expected {dest}/_SUCCESS). "
+                f"Fix: run `subsetlm index {store.path} --k {k}` (or build_store_graph(store, IndexConfig(k={k})))."
+            )
+        dest = larger[0][1]
+    man = read_json(dest / "manifest.json")
+    if man.get("store_fingerprint") != store.fingerprint:
+        raise ValueError(
+            f"{dest} was built for store fingerprint {str(man.get('store_fingerprint'))[:12]}… but "
+            f"{store.path} has {str(store.fingerprint)[:12]}… (the embeddings changed). "
+            f"Fix: rebuild with `subsetlm index {store.path} --k {k} --force`."
+        )
+    graph = KNNGraph.load(dest, mmap=mmap)
+    if graph.n != store.n:
+        raise ValueError(f"{dest} has n={graph.n} rows but the store has n={store.n}; rebuild with --force.")
+    if graph.k > k:
+        graph = KNNGraph(graph.neighbors[:, :k], graph.similarities[:, :k], dict(graph.params, k=k))
+    return graph
+
+
+def build_store_partitions(store, n_partitions: int, seed: int = 0, force: bool = False,
+                           progress: bool = False, **kmeans_kw) -> np.ndarray:
+    """k-means labels of a store, cached under ``STORE/partitions/kmeans-{P}-seed{S}/``.
+
+    Parameters
+    ----------
+    store : EmbeddingStore or path
+    n_partitions, seed : int
+        As in :func:`kmeans_partitions`.
+    force : bool
+        Recompute even when a matching cache exists.
+    **kmeans_kw
+        ``sample_size``, ``niter``, ``nredo``, ``use_gpu`` for :func:`kmeans_partitions`.
+
+    Returns
+    -------
+    ndarray (n,) int32
+        Labels (no empty partition); ``centroids.npy`` is saved beside ``labels.npy``.
+    """
+    store = _open(store)
+    dest = Path(store.path) / "partitions" / f"kmeans-{int(n_partitions)}-seed{int(seed)}"
+    key = {"n_partitions": int(n_partitions), "seed": int(seed),
+           **{k: v for k, v in kmeans_kw.items() if k in ("sample_size", "niter", "nredo")}}
+    if is_complete(dest) and not force:
+        man = read_json(dest / "manifest.json")
+        if man.get("store_fingerprint") == store.fingerprint and man.get("config") == key:
+            logger.info("partitions %s are up to date; skipping", dest)
+            return np.load(dest / "labels.npy")
+        logger.warning("partitions %s are stale (store or config changed); recomputing", dest)
+    res = kmeans_partitions(store.embeddings, n_partitions, seed=seed, progress=progress,
+                            return_centroids=True, **kmeans_kw)
+    man = {"format": "subsetlm.partitions", "version": 1, "method": "kmeans", "n": int(len(res.labels)),
+           "n_partitions": int(len(res.sizes)), "n_dropped": res.n_dropped, "config": key,
+           "store_fingerprint": store.fingerprint}
+    with atomic_dir(dest, overwrite=True) as tmp:
+        np.save(tmp / "labels.npy", res.labels)
+        np.save(tmp / "centroids.npy", res.centroids)
+        (tmp / "manifest.json").write_text(dumps_json(man))
+    return res.labels
