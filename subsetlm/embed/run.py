@@ -24,6 +24,8 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import platform
@@ -61,7 +63,8 @@ class EmbedConfig:
     id_field : str or None, default None
     max_tokens : int or None, default 256
         Chunk length in the embedder's tokens (``None``: whole documents, truncated by
-        the model at its ``max_length``).
+        the model at its ``max_length``). Lowered to what the model reads when larger
+        (MiniLM reads 254 content tokens plus [CLS]/[SEP]).
     batch_size : int, default 64
         Most texts per forward pass.
     device : str, default "auto"
@@ -200,6 +203,13 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
     tmp = tmp_path_for(out)
     emb = get_embedder(cfg.model, device=cfg.device, **cfg.embedder_options)
     splitter = emb.splitter()
+    fits = getattr(emb, "max_content_tokens", None)
+    if cfg.max_tokens and fits is not None and cfg.max_tokens > fits:
+        # Chunk to what the model reads (MiniLM: 256 minus [CLS]/[SEP] = 254), so no chunk
+        # is silently truncated by the model.
+        log.info("max_tokens=%d > the %d content tokens %s reads; chunking at %d",
+                 cfg.max_tokens, fits, emb.name, fits)
+        cfg = dataclasses.replace(cfg, max_tokens=int(fits))
     ccfg = _corpus_cfg(cfg)
     corpus_fp = corpus_fingerprint(ccfg)
     ident = _identity(cfg, emb, corpus_fp, splitter)
@@ -223,14 +233,6 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
                              f"pass --force to discard it and start over")
     elif tmp.exists():
         shutil.rmtree(tmp)
-
-    hint = getattr(emb, "max_content_tokens", None)
-    if cfg.max_tokens and hint is not None and cfg.max_tokens > hint:
-        # a couple of tokens (the default 256 vs MiniLM's 254 + [CLS]/[SEP]) is routine: INFO
-        level = logging.INFO if cfg.max_tokens - hint <= getattr(emb, "n_special_tokens", 0) else logging.WARNING
-        log.log(level, "max_tokens=%d but %s reads at most %d content tokens (max_length %d incl. special tokens); "
-                    "the last %d tokens of full-length chunks are truncated. Use --max-tokens %d to avoid it",
-                    cfg.max_tokens, emb.name, hint, emb.max_length, cfg.max_tokens - hint, hint)
 
     with atomic_dir(out, resume=True, overwrite=cfg.force) as d:
         write_json_atomic(d / _RUN_CONFIG, {"identity": ident, "shard_size": cfg.shard_size})
