@@ -222,19 +222,41 @@ def lazy_steps(n_steps, keys, idx, size, stamp, step0, order, gains, indptr, rev
 # --------------------------------------------------------------------------------------
 # Dense rows: gains from a block of similarity rows (m, n) float32.
 # --------------------------------------------------------------------------------------
-@njit(cache=True, parallel=True)
-def dense_gains(rows, cur):
-    """``out[t] = sum_i max(0, rows[t, i] - cur[i])`` summed in float64 in index order."""
-    m, n = rows.shape
-    out = np.empty(m, np.float64)
-    for t in prange(m):
-        g = 0.0
-        for i in range(n):
-            d = rows[t, i] - cur[i]
-            if d > 0.0:
-                g += d
-        out[t] = g
+@njit(cache=True, inline="always")
+def _dense_gain(rows, t, cur):
+    g = 0.0
+    for i in range(rows.shape[1]):
+        d = rows[t, i] - cur[i]
+        if d > 0.0:
+            g += d
+    return g
+
+
+@njit(cache=True)
+def _dense_gains_seq(rows, cur):
+    out = np.empty(rows.shape[0], np.float64)
+    for t in range(rows.shape[0]):
+        out[t] = _dense_gain(rows, t, cur)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _dense_gains_par(rows, cur):
+    out = np.empty(rows.shape[0], np.float64)
+    for t in prange(rows.shape[0]):
+        out[t] = _dense_gain(rows, t, cur)
+    return out
+
+
+def dense_gains(rows, cur):
+    """``out[t] = sum_i max(0, rows[t, i] - cur[i])`` summed in float64 in index order.
+
+    Threads only for big blocks: a parallel region per lazy evaluation (one row) costs more
+    than it saves, and far more on a loaded machine. Both paths give identical values.
+    """
+    if rows.shape[0] * rows.shape[1] >= 1 << 20:
+        return _dense_gains_par(rows, cur)
+    return _dense_gains_seq(rows, cur)
 
 
 @njit(cache=True)

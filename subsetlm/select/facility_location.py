@@ -236,6 +236,8 @@ class DenseFacilityLocation:
         self.block_size = max(1, min(self.block_size, self.block_bytes // (8 * self.n)))
         self.cur = np.zeros(self.n, np.float32)
         self.value = 0.0
+        # lazy greedy re-evaluates this many stale candidates per product (reads X once)
+        self.lazy_batch = 1 if self.K is not None else 8
 
     @staticmethod
     def _check_X(X: Any) -> np.ndarray:

@@ -35,6 +35,9 @@ def test_evaluator_matches_dense_brute_force():
     est = data.facility_objective(X, S, sample=500, seed=3)
     assert est["sampled"] and est["n_ground"] == 500
     assert est["value"] == pytest.approx(got["value"], rel=0.05)
+    # the ground sample must not coincide with a random subset drawn from the same seed
+    R = np.random.default_rng(0).choice(700, 100, replace=False)
+    assert data.facility_objective(X, R, sample=100, seed=0)["mean"] < 0.9
     with pytest.raises(ValueError, match="subset indices"):
         data.facility_objective(X, [700])
 

@@ -172,14 +172,20 @@ def test_torch_greedy_matches_naive_on_cpu():
     pytest.importorskip("torch")
     from subsetlm.select.torch_greedy import torch_greedy
 
-    X = clustered(300, seed=11)
-    ref = greedy(DenseFacilityLocation(X), 40, optimizer="naive")
+    X = clustered(200, seed=11)
+    ref = greedy(DenseFacilityLocation(X), 30, optimizer="naive")
     for dtype in ("float64", "float32"):
-        r = torch_greedy(X, 40, device="cpu", dtype=dtype, batch=8)
+        r = torch_greedy(X, 30, device="cpu", dtype=dtype, batch=8)
         assert isinstance(r, GreedyResult)
-        np.testing.assert_array_equal(r.order, ref.order)
+        # a valid greedy order for the reference objective: every pick is the best one up to
+        # float rounding (torch and numpy may break a near-tie differently)
+        fn = DenseFacilityLocation(X)
+        for j, gj in zip(r.order, r.gains):
+            g = fn.gains()
+            assert g[j] >= g.max() - 1e-5 * g.max() and gj == pytest.approx(g[j], rel=1e-4)
+            fn.update(j)
+        assert np.mean(r.order == ref.order) > 0.9
         assert r.objective == pytest.approx(ref.objective, rel=1e-5)
-        np.testing.assert_allclose(r.gains, ref.gains, rtol=1e-4)
         assert r.upper_bound >= r.objective
     with pytest.raises(ValueError, match="budget"):
         torch_greedy(X, 0, device="cpu")
