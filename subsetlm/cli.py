@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
     p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
-    p.add_argument("--n-docs", dest="n_docs", type=int, help="abstracts to embed (default 5000)")
+    p.add_argument("--n-docs", dest="n_docs", type=int, help="abstracts to embed (default 3000)")
     p.add_argument("--model", help="minilm (default) or hashing (no model, seconds)")
     p.add_argument("--budget", help="default 0.25")
     p.add_argument("--force", action="store_true", default=None)

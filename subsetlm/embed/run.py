@@ -43,6 +43,7 @@ from subsetlm.embed.store import DTYPES, FORMAT, VERSION, EmbeddingStore, ShardW
 
 log = logging.getLogger(__name__)
 
+_PROGRESS_STEP = 1024  # samples per embed() call: the progress bar moves at least this often
 _RUN_CONFIG = "run_config.json"
 _STATE_DIR = "embedder_state"
 
@@ -259,11 +260,15 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         try:
             for shard in _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, n_done):
                 t1 = time.perf_counter()
-                X = emb.embed([s.text for s in shard], batch_size=cfg.batch_size)
+                texts = [s.text for s in shard]
+                parts = []
+                for s0 in range(0, len(texts), _PROGRESS_STEP):  # length-sorted within each part
+                    parts.append(emb.embed(texts[s0:s0 + _PROGRESS_STEP], batch_size=cfg.batch_size))
+                    if bar is not None:
+                        bar.update(len(parts[-1]))
+                X = np.concatenate(parts) if len(parts) > 1 else parts[0]
                 t_embed += time.perf_counter() - t1
                 writer.write(k, X, shard)
-                if bar is not None:
-                    bar.update(len(shard))
                 if _after_shard is not None:
                     _after_shard(k)
                 k += 1
