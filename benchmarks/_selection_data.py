@@ -212,8 +212,9 @@ def facility_objective(X: np.ndarray, S: np.ndarray, sample: int | None = None, 
     if S.min() < 0 or S.max() >= n:
         raise ValueError(f"subset indices must lie in [0, {n}); got min {S.min()}, max {S.max()}")
     XS = np.asarray(X[S], dtype=np.float32)
+    # own stream (seed, 1): a random subset drawn with default_rng(seed) must not be the sample
     rows = np.arange(n) if not sample or sample >= n else np.sort(
-        np.random.default_rng(seed).choice(n, size=sample, replace=False))
+        np.random.default_rng((seed, 1)).choice(n, size=sample, replace=False))
     total = 0.0
     for s in range(0, len(rows), ground_block):
         idx = rows[s:s + ground_block]

@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
         "cos_min": float(cos.min()), "cos_mean": float(cos.mean()), "hashing_docs_s": h_rates,
         "hashing_fit_s": h_fit, "precision": ours.precision, "threads": torch.get_num_threads(), "load": loads,
     }
+    cmd = " ".join(["python", "benchmarks/embed.py"] + list(sys.argv[1:] if argv is None else argv))
     md = f"""## Embedding throughput (`benchmarks/embed.py`)
 
+Command: `{cmd}`.
 {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU only.
 1-min load average at the start of each repeat: {', '.join(f'{x:.1f}' for x in loads)}
 (the machine was shared with other jobs; baseline and ours alternate within each repeat).

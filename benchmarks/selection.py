@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks import _selection_data as data  # noqa: E402
-from benchmarks._selection_methods import METHODS, PEERS  # noqa: E402
+from benchmarks._selection_methods import METHODS  # noqa: E402
 
 DEFAULT_METHODS = ("subsetlm-lazy", "subsetlm-stochastic", "submodlib", "apricot-dense",
                    "apricot-sparse", "apricot-stochastic")
@@ -186,6 +186,26 @@ def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_
             "random": data.facility_objective(X, rand, sample=sample, seed=seed)}
 
 
+def _save(results: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def reevaluate(ds: dict, cache: Path, seed: int) -> None:
+    """Score the stored subsets (and a fresh random baseline) of one dataset again."""
+    meta = ds["meta"]
+    path = (cache / f"pubmed-minilm-{meta['requested']}.npy" if meta.get("kind") == "pubmed"
+            else cache / f"synthetic-{ds['n']}-d{ds['d']}-s{meta['seed']}.npy")
+    X = np.load(path, mmap_mode="r")
+    sample = ds.get("eval_sample")
+    for r in ds["runs"]:
+        if r["status"] == "ok":
+            r["objective"] = data.facility_objective(X, np.load(r["indices"]), sample=sample, seed=seed)
+    rand = np.random.default_rng(seed).choice(ds["n"], size=ds["budget"], replace=False)
+    ds["random"] = data.facility_objective(X, rand, sample=sample, seed=seed)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", choices=sorted(METHODS), help="internal: run one method and exit")
@@ -212,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny synthetic sizes, 1 repeat, no docs")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md or the figure")
     ap.add_argument("--report-only", action="store_true", help="only redraw table and plot from --results")
+    ap.add_argument("--reevaluate", action="store_true",
+                    help="re-score the stored subsets of --results (first file) with the evaluator")
     args = ap.parse_args(argv)
     if args.worker:
         args.budget = int(args.budget)
@@ -237,7 +259,11 @@ def main(argv=None) -> int:
                     done = {x["method"] for x in have["runs"]}
                     have["runs"] += [x for x in ds["runs"] if x["method"] not in done]
             results.update({k: v for k, v in r.items() if k != "datasets"})
-    if not args.report_only:
+    if args.reevaluate:
+        for ds in results["datasets"].values():
+            reevaluate(ds, cache, args.seed)
+        _save(results, results_path)
+    if not args.report_only and not args.reevaluate:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         bad = [m for m in methods if m not in METHODS]
         if bad:
@@ -255,9 +281,7 @@ def main(argv=None) -> int:
             res["runs"] = keep + res["runs"]
             results["datasets"][name] = res
             results.update(machine=report.machine_line(), versions=_versions())
-            tmp = results_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(results, indent=1, default=float))
-            os.replace(tmp, results_path)
+            _save(results, results_path)
     md = report.markdown(results)
     print(md)
     if not args.no_docs:

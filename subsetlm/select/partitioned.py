@@ -28,7 +28,6 @@ Example
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field

@@ -234,7 +234,6 @@ def test_open_errors(corpus, tmp_path):
 
 def test_sigkill_then_resume(corpus, tmp_path):
     """A real kill (SIGKILL: no cleanup, no exception handlers) after shard 1, then a resume."""
-    import os
     import signal
     import subprocess
     import sys

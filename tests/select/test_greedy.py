@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,21 +12,9 @@ from subsetlm.registry import names
 from subsetlm.select.facility_location import DenseFacilityLocation, SparseFacilityLocation
 from subsetlm.select.greedy import GreedyResult, greedy
 
+from _select_data import clustered, knn
+
 OPTIMIZERS = ["naive", "lazy", "stochastic", "lazier-than-lazy"]
-
-
-def clustered(n: int, d: int = 8, seed: int = 0, n_centers: int = 5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    C = rng.normal(size=(n_centers, d))
-    X = C[rng.integers(0, n_centers, n)] + 0.7 * rng.normal(size=(n, d))
-    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
-
-
-def knn(X: np.ndarray, k: int) -> SimpleNamespace:
-    X64 = X.astype(np.float64)
-    S = (X64 @ X64.T).astype(np.float32)
-    nb = np.argsort(-S, axis=1, kind="stable")[:, :k].astype(np.int32)
-    return SimpleNamespace(neighbors=nb, similarities=np.take_along_axis(S, nb, 1))
 
 
 def make_fn(kind: str, n: int, k: int, seed: int):

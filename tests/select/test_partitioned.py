@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,18 +10,7 @@ from subsetlm.select.facility_location import DenseFacilityLocation, SparseFacil
 from subsetlm.select.greedy import greedy
 from subsetlm.select.partitioned import partitioned_greedy, split_budget
 
-
-def clustered(n: int, d: int = 8, seed: int = 0, n_centers: int = 5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    C = rng.normal(size=(n_centers, d))
-    X = C[rng.integers(0, n_centers, n)] + 0.7 * rng.normal(size=(n, d))
-    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
-
-
-def knn(X: np.ndarray, k: int) -> SimpleNamespace:
-    S = X @ X.T
-    nb = np.argsort(-S, axis=1, kind="stable")[:, :k].astype(np.int32)
-    return SimpleNamespace(neighbors=nb, similarities=np.take_along_axis(S, nb, 1).astype(np.float32))
+from _select_data import clustered, knn
 
 
 class BruteGraph:

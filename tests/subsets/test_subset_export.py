@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
