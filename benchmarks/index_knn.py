@@ -139,18 +139,22 @@ def child_sweep(X, k: int, nprobes: list[int], n_queries: int, recall_queries: i
     rows = np.sort(np.random.default_rng(SEED).choice(n, min(n, n_queries), replace=False))
     xq = np.asarray(X[rows], dtype=np.float32)
     nr = min(recall_queries, len(rows))
-    truth, _ = exact_topk(X, xq[:nr], k)
-    out = []
+    out, found = [], []
     for nprobe in nprobes:
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
         c0, t0 = _cpu(), time.perf_counter()
-        _, I = index.search(xq, k)
+        I = np.concatenate([index.search(xq[s:s + cfg.block_size], k)[1]  # blocks, as knn_graph searches
+                            for s in range(0, len(xq), cfg.block_size)])
         cpu, wall = _cpu() - c0, time.perf_counter() - t0
-        rec = float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(I[:nr], truth)]))
+        found.append(I[:nr])
         out.append({"nprobe": int(nprobe), "search_cpu_s": cpu, "search_wall_s": wall,
-                    "search_cpu_all_rows_s": cpu * n / len(rows), "recall": rec})
+                    "search_cpu_all_rows_s": cpu * n / len(rows)})
+    peak = _peak_gib()  # build + search; the exact ground truth below has its own transient peak
+    truth, _ = exact_topk(X, xq[:nr], k)
+    for e, I in zip(out, found):
+        e["recall"] = float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(I, truth)]))
     return {"params": p, "build_cpu_s": build_cpu, "build_wall_s": build_wall, "n_queries": len(rows),
-            "recall_queries": nr, "sweep": out, "peak_rss_gib": _peak_gib()}
+            "recall_queries": nr, "sweep": out, "peak_rss_gib": peak}
 
 
 def child_kmeans(X, n_partitions: int) -> dict:
@@ -207,17 +211,21 @@ def _index(p: dict) -> str:
     return p["kind"]
 
 
+def _s(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+
+
 def _load(r: dict) -> str:
     return f"{r['load1_start']:.1f} / {r['load1_end']:.1f}"
 
 
-def render(results: list[dict], args, started: str) -> str:
+def render(results: list[dict], args, started: str, mach: str | None = None) -> str:
     k = args.k
     lines = [
         "## kNN graph (index stage)",
         "",
         f"Script: `benchmarks/index_knn.py {' '.join(args.argv)}`".rstrip() + f" (run {started}).",
-        f"Machine: {machine()}.",
+        f"Machine: {mach or machine()}.",
         "The machine is **shared with other jobs**: the 1-minute load average at the start / end of",
         "each measurement is in the tables; wall times are inflated when it exceeds the core count.",
         "CPU seconds (user+sys of the measuring process, `OMP_WAIT_POLICY=passive`) are the",
@@ -249,11 +257,12 @@ def render(results: list[dict], args, started: str) -> str:
             f"seeded sample of {sweeps[0]['n_queries']:,} rows",
             f"extrapolated to all n rows / recall@{k} on {sweeps[0]['recall_queries']:,} of them):",
             "",
-            "| n | index | build CPU s | " + " | ".join(f"nprobe={p}" for p in nps) + " | peak RSS | load |",
+            "| n | index | build CPU s | " + " | ".join(f"nprobe={p}" for p in nps)
+            + " | peak RSS (build + search) | load |",
             "|---|---|---|" + "---|" * len(nps) + "---|---|",
         ]
         for s in sweeps:
-            cells = [f"{e['search_cpu_all_rows_s']:.0f} s / {e['recall']:.4f}" for e in s["sweep"]]
+            cells = [f"{_s(e['search_cpu_all_rows_s'])} s / {e['recall']:.4f}" for e in s["sweep"]]
             p = dict(s["params"], nprobe="*")
             lines.append(f"| {_n(s['n'])} | {_index(p).replace(' nprobe=*', '')} | {s['build_cpu_s']:.1f} | "
                          + " | ".join(cells) + f" | {s['peak_rss_gib']:.2f} GiB | {_load(s)} |")
@@ -287,11 +296,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--partitions", type=int, default=0, help="also time kmeans_partitions with P partitions")
     ap.add_argument("--quick", action="store_true", help="n=20000, P=100, no docs (smoke test, seconds)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    ap.add_argument("--render", metavar="JSON", help="re-render the section from a results file this script "
+                    "wrote (index_knn-results.json in the cache), without measuring")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         run_child(json.loads(args.child))
         return []
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        md = render(saved["results"], argparse.Namespace(**saved["args"]), saved["started"], saved["machine"])
+        if not args.no_write:
+            update_section("index-knn", md)
+        print(md)
+        return saved["results"]
     args.argv = [a for a in argv]
     if args.quick:
         args.sizes, args.no_write = "20000", True
@@ -317,6 +335,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             r["kmeans"] = spawn(dict(base, what="kmeans", partitions=min(args.partitions, n)))
         results.append(r)
         md = render(results, args, started)
+        # results in the cache (not docs) after every size; --render rebuilds the section from them
+        saved = {"args": {k: v for k, v in vars(args).items() if k not in ("child", "render")},
+                 "started": started, "machine": machine(), "results": results}
+        out = bench_dir() / ("index_knn-results-quick.json" if args.quick else "index_knn-results.json")
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(saved, indent=1))
+        os.replace(tmp, out)
         if not args.no_write:  # after every size, so a long run that is stopped keeps what it measured
             update_section("index-knn", md)
     print(md)
