@@ -17,11 +17,16 @@ Per size, each measurement runs in its own subprocess so that its peak RSS is it
 The machine may be shared: the 1-minute load average is recorded at the start and end of
 every subprocess and printed with the table. CPU seconds are the load-independent number.
 
+After every size the results go to ``bench/index_knn-results.json`` in the cache and the
+"index-knn" section of docs/benchmarks.md is rewritten (so a stopped run keeps what it
+measured); ``--render FILE`` rebuilds the section from such a file without measuring.
+
 Run::
 
     .venv/bin/python benchmarks/index_knn.py                      # 100k and 1M, writes docs
     .venv/bin/python benchmarks/index_knn.py --sizes 100000 --nprobes 8,12,16 --partitions 1000
     .venv/bin/python benchmarks/index_knn.py --quick              # n=20000, seconds, no docs
+    .venv/bin/python benchmarks/index_knn.py --render ~/.cache/subsetlm/bench/index_knn-results.json
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import machine, update_section  # noqa: E402
+from benchmarks._report import machine, update_section
 
 D, N_CENTRES, SIGMA, SEED = 384, 2000, 1.0, 0
 TAG = "RESULT "
+BLOCK = 16384  # IndexConfig().block_size: knn_graph's search block, also used by the sweep
 
 
 def bench_dir() -> Path:
@@ -164,7 +170,7 @@ def child_kmeans(X, n_partitions: int) -> dict:
     res = kmeans_partitions(X, n_partitions, seed=0, return_centroids=True)
     return {"P": n_partitions, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0,
             "peak_rss_gib": _peak_gib(), "size_min": int(res.sizes.min()), "size_max": int(res.sizes.max()),
-            "n_partitions_out": int(len(res.sizes)), "n_dropped": int(res.n_dropped)}
+            "n_partitions_out": len(res.sizes), "n_dropped": int(res.n_dropped)}
 
 
 def run_child(spec: dict) -> None:
@@ -234,9 +240,8 @@ def render(results: list[dict], args, started: str, mach: str | None = None) -> 
         "",
         f"Data: synthetic, {D}-d, rows drawn around {N_CENTRES:,} random unit centres (Zipf-like cluster",
         "sizes, per-cluster noise 0.6-1.2 / sqrt(d) per coordinate), L2-normalised, float16 `.npy`",
-        f"memmap, seed {SEED}. k = {k}; recall@{k} = `estimate_recall` against exact search on "
-        f"{args.recall_queries:,} seeded rows",
-        "(self counted on both sides).",
+        f"memmap, seed {SEED}. k = {k}; recall@{k} = `estimate_recall` against exact search on",
+        f"{args.recall_queries:,} seeded rows (self counted on both sides).",
         "",
         f"`knn_graph(X, k={k}, cfg=IndexConfig())` (auto settings):",
         "",
@@ -253,9 +258,11 @@ def render(results: list[dict], args, started: str, mach: str | None = None) -> 
         nps = args.nprobes
         lines += [
             "",
-            f"nprobe sweep (same auto index, built once with `build_index`; per nprobe, search CPU for a "
-            f"seeded sample of {sweeps[0]['n_queries']:,} rows",
-            f"extrapolated to all n rows / recall@{k} on {sweeps[0]['recall_queries']:,} of them):",
+            "nprobe sweep (same auto index, built once with `build_index`; per nprobe: search CPU for a",
+            f"seeded sample of {sweeps[0]['n_queries']:,} rows, searched in {BLOCK:,}-row blocks, extrapolated to all",
+            f"n rows / recall@{k} on {sweeps[0]['recall_queries']:,} of them vs `exact_topk`). The extrapolated CPU",
+            "comes from a few seconds of search on a shared machine: compare the nprobe columns within a",
+            "row, not with the `knn_graph` table above (which times the search of all n rows).",
             "",
             "| n | index | build CPU s | " + " | ".join(f"nprobe={p}" for p in nps)
             + " | peak RSS (build + search) | load |",
@@ -279,6 +286,8 @@ def render(results: list[dict], args, started: str, mach: str | None = None) -> 
             lines.append(f"| {_n(m['n'])} | {m['P']:,} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | "
                          f"{m['size_min']:,}..{m['size_max']:,} | {m['n_dropped']} | {m['peak_rss_gib']:.2f} GiB | "
                          f"{_load(m)} |")
+    if sweeps or kms:
+        lines += ["", "Loads are the 1-minute load average at the start / end of that measurement."]
     not_run = [s for s in args.sizes if s not in {r['n'] for r in results}]
     if not_run:
         lines += ["", "Not measured in this run: n = " + ", ".join(f"{s:,}" for s in not_run) + "."]

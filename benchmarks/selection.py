@@ -149,6 +149,22 @@ def prepare_dataset(n: int, real_max: int, seed: int, cache: Path, synthetic_onl
     return f"synthetic-{n}", path, {"kind": "synthetic", "n": n, "dim": d, "seed": seed, **data.SYNTH}
 
 
+def float16_copy(path: Path, block: int = 65536) -> Path:
+    """``X-f16.npy`` beside ``path``: the same rows in float16 (written once, atomically)."""
+    dest = path.with_name(path.stem + "-f16.npy")
+    if dest.exists():
+        return dest
+    X = np.load(path, mmap_mode="r")
+    tmp = dest.with_name(dest.name + ".tmp.npy")
+    Y = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=X.shape)
+    for s in range(0, X.shape[0], block):
+        Y[s:s + block] = X[s:s + block]
+    Y.flush()
+    del Y
+    os.replace(tmp, dest)
+    return dest
+
+
 def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_seconds, max_gb,
                   eval_sample, work: Path) -> dict:
     """All methods x repeats on one dataset, then the shared evaluation."""
@@ -163,8 +179,13 @@ def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_
             runs.append({"method": method, "status": "skipped", "note": f"skipped (needs ~{need:.0f} GB)"})
             print(f"[{name}] {method}: skipped (needs ~{need:.0f} GB > {max_gb} GB)", flush=True)
             continue
+        # subsetlm reads embeddings from an EmbeddingStore, which keeps them as float16;
+        # the peers get the float32 array they would be handed. Both are scored on float32.
+        src = float16_copy(path) if method.startswith("subsetlm") else path
         for r in range(repeats):
-            rec = run_worker(method, path, budget, k, seed, work / f"{name}-{method}-r{r}.json", max_seconds)
+            rec = run_worker(method, src, budget, k, seed, work / f"{name}-{method}-r{r}.json", max_seconds)
+            if src != path and rec.get("status") == "ok":
+                rec["variant"] = f"{rec.get('variant', '')}, float16 input as an EmbeddingStore holds it"
             rec["repeat"] = r
             if rec["status"] == "ok":
                 idx = np.load(rec["indices"])
