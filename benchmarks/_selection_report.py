@@ -114,7 +114,7 @@ def targets(results: dict) -> list[str]:
                        "met on CPU time; wall time not measured on an idle machine" if a["cpu"] <= 600 else
                        "unclear" if a["cpu"] / 2 <= 600 else "NOT met")
             out.append(
-                f"- n = {ds['n']:,} x {ds['d']} ({kind}): {a['wall']:.0f} s wall on the shared machine, "
+                f"- n = {ds['n']:,} x {ds['d']} ({kind}): {a['wall']:.0f} s wall (conditions above the table), "
                 f"{a['cpu']:.0f} CPU s, i.e. between {a['cpu'] / 2:.0f} and {a['cpu']:.0f} s on an idle "
                 f"2-core machine (target <= 600 s: {verdict}); peak RSS {a['rss']:.2f} GB "
                 f"(target <= 4 GB: {'met' if a['rss'] <= 4 else 'NOT met'}); building the kNN graph is "
@@ -163,7 +163,8 @@ mean best similarity), and adds a uniform random subset as a baseline.
   sub-topic sizes; L2-normalised float32. Cosines: same sub-topic about 0.5-0.74, same topic
   about half that, unrelated points about 0.05.
 - The machine is shared with other work, so timings carry some noise; the spread over
-  repeats is shown where there were repeats.
+  repeats is shown where there were repeats. When a results file records `conditions`
+  (when and under what load a table was measured), they are printed under its title.
 """
 
 
@@ -174,7 +175,10 @@ def markdown(results: dict) -> str:
         parts += ["Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v) + ".", ""]
     dss = sorted(results["datasets"].values(), key=lambda d: d["n"])
     for ds in dss:
-        parts += [_title(ds), "", table(ds)[0], ""]
+        parts += [_title(ds), ""]
+        if ds.get("conditions"):
+            parts += [f"Conditions: {ds['conditions']}", ""]
+        parts += [table(ds)[0], ""]
     tg = targets(results)
     if tg:
         parts += ["**Targets** (subsetlm-lazy):", ""] + tg + [""]
