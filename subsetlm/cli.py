@@ -7,6 +7,7 @@ keys are the stage config's fields; flags given on the command line override it.
     subsetlm index store/ --k 32                       # FAISS kNN graph (+ --partitions P)
     subsetlm select store/ --budget 0.25 --out subset/ # facility location, subset file
     subsetlm export subset/ --out subset.jsonl         # selected documents
+    subsetlm train --recipe bert --subset subset/ --out runs/bert   # pretrain on the subset
     subsetlm demo                                      # the whole job on real PubMed abstracts
 """
 
@@ -89,6 +90,40 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("train", help="pretrain a model from scratch (bert, biobert, gpt2, slm, rts, crts) on a "
+                       "corpus or a subset")
+    p.add_argument("--recipe", required=True, help="bert | biobert | gpt2 | slm | rts | crts")
+    p.add_argument("--corpus", nargs="+", help="store directory (needed with --subset; default: the subset's store) "
+                   "or corpus files / source names (pubmed, sotu)")
+    p.add_argument("--subset", help="subset file to train on")
+    p.add_argument("--out", help="run directory to write")
+    p.add_argument("--preset", choices=["tiny", "small", "base"], help="model size (default tiny)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--grad-accum", dest="grad_accum", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seq-len", dest="seq_len", type=int)
+    p.add_argument("--weighted", action="store_true", default=None, help="sample subset rows by their weight")
+    p.add_argument("--reselect-every", dest="reselect_every", type=int, help="INGENIOUS: re-select every R steps")
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int, help="INGENIOUS: steps on all data before the "
+                   "first selection")
+    p.add_argument("--layer", type=int, help="INGENIOUS: hidden layer to embed with (default 3/4 depth; GPT-2 last)")
+    p.add_argument("--reselect-budget", dest="reselect_budget", help="INGENIOUS subset size (default 0.25)")
+    p.add_argument("--reselect-mode", dest="reselect_mode", choices=["reembed", "reuse"])
+    p.add_argument("--init-from", dest="init_from", help="continue from a run's model (biobert from a bert run)")
+    p.add_argument("--tokenizer", help="reuse a saved tokenizer folder instead of training one")
+    p.add_argument("--limit", type=int, help="use only the first N corpus documents / store rows")
+    p.add_argument("--save-every", dest="save_every", type=int)
+    p.add_argument("--eval-every", dest="eval_every", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", default=None, help="continue an unfinished run from its newest "
+                   "checkpoint")
+    p.add_argument("--force", action="store_true", default=None, help="replace an existing run directory")
+    _common(p)
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
     p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
     p.add_argument("--n-docs", dest="n_docs", type=int, help="abstracts to embed (default 3000)")
@@ -164,6 +199,24 @@ def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
     fmt = args.format or ("parquet" if args.out.endswith(".parquet") else "jsonl")
     path = export_subset(args.subset, store, args.out, format=fmt)
     print(f"wrote {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.recipes.run import TrainRunConfig, train_run
+
+    cfg = _config(TrainRunConfig, args, ["recipe", "corpus", "subset", "out", "preset", "steps", "batch_size",
+                                         "grad_accum", "lr", "seq_len", "weighted", "reselect_every", "warmup_steps",
+                                         "layer", "reselect_budget", "reselect_mode", "init_from", "tokenizer",
+                                         "limit", "save_every", "eval_every", "device", "precision", "seed",
+                                         "resume", "force"])
+    run = train_run(cfg, progress=progress)
+    import json
+
+    res = json.loads((run / "results.json").read_text())
+    ev = ", ".join(f"{k}={v:.4g}" for k, v in res["final_eval"].items() if k != "val_targets")
+    print(f"trained {res['recipe']} ({res['parameters'] / 1e6:.2f}M parameters) for {res['steps']} steps on "
+          f"{res['train_rows']} rows: {ev}; model in {run / 'model'}")
     return 0
 
 

@@ -109,9 +109,11 @@ class TrainData:
         return cls(texts, ids_, docs, np.flatnonzero(~val).astype(np.int64), np.flatnonzero(val).astype(np.int64),
                    store=store, spec=spec)
 
-    def subset_rows(self, indices: np.ndarray) -> np.ndarray:
-        """The subset's store rows that may be trained on (validation rows removed, with a warning)."""
+    def subset_rows(self, indices: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """``(rows, weights)`` of a subset that may be trained on (validation rows removed, with a warning)."""
         idx = np.asarray(indices, dtype=np.int64)
+        if weights is not None and len(weights) != len(idx):
+            raise ValueError(f"{len(weights)} weights for {len(idx)} subset rows; pass one weight per row")
         if idx.size and (idx.min() < 0 or idx.max() >= self.n):
             raise ValueError(f"subset rows lie in [{idx.min()}, {idx.max()}] but the corpus has {self.n} rows; "
                              f"was the subset selected from another store? (check its manifest's store path)")
@@ -122,7 +124,7 @@ class TrainData:
         out = idx[~held]
         if out.size == 0:
             raise ValueError("every subset row is in the validation split; nothing left to train on")
-        return out
+        return out, (None if weights is None else np.asarray(weights, dtype=np.float64)[~held])
 
     def tokens(self, tokenizer: Any, rows: Sequence[int] | np.ndarray) -> list[np.ndarray]:
         """Token ids (no special tokens) of ``rows``; encoded once per tokenizer and cached."""

@@ -277,9 +277,10 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
     metrics_path = run / "metrics.jsonl"
     cbs = CallbackList(callbacks)
 
-    rows = data.train_rows if rows is None else data.subset_rows(rows)
-    if weights is not None and len(weights) != len(rows):
-        raise ValueError(f"{len(weights)} weights for {len(rows)} rows")
+    if rows is None:
+        rows, weights = data.train_rows, None
+    else:
+        rows, weights = data.subset_rows(rows, weights)
     sampler = SubsetSampler(np.asarray(rows), weights=weights, weighted=cfg.weighted, seed=cfg.seed)
     tok = recipe.tokenizer
     stream = BatchStream(sampler, lambda r: data.tokens(tok, r), cfg.batch_size, packed=recipe.packed,
@@ -393,7 +394,7 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
         cbs("on_step_end", state, control, ctx)
         if control.new_subset is not None:
             new_rows, new_w = control.new_subset
-            sampler.update(data.subset_rows(new_rows), new_w, immediate=True)
+            sampler.update(*data.subset_rows(new_rows, new_w), immediate=True)
             stream.reset_iterator()
         last = state.step >= cfg.steps or control.should_stop
         if (cfg.log_every and state.step % cfg.log_every == 0) or control.should_log or last:

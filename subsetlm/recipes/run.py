@@ -1,0 +1,213 @@
+"""``subsetlm train``: corpus (+ subset) -> tokenizer -> model -> run directory.
+
+Run directory ``RUN/``::
+
+    config.json        the run config (what was asked; compared on --resume / re-runs)
+    tokenizer/         the trained tokenizer (+ token_clusters.npy for crts)
+    checkpoints/       step-NNNNNNN/state.pt (the newest ``keep_checkpoints``)
+    metrics.jsonl      loss, lr, tokens/s per log step; val_loss / val_ppl per evaluation
+    reselection/       rounds.jsonl and round-NNN/ subset files (INGENIOUS runs)
+    model/             final model + tokenizer (``AutoModel*.from_pretrained``)
+    results.json       final held-out metrics, steps, tokens, parameters, wall time
+    _SUCCESS           written last
+
+The tokenizer is trained on the training split of the corpus (every row outside the
+fixed validation split, not only the subset), so full-data, random-subset and selected-
+subset runs of one corpus share a vocabulary.
+
+Example
+-------
+>>> train_run(TrainRunConfig(recipe="bert", corpus=["store/"], subset="subset/", out="runs/bert"))  # doctest: +SKIP
+PosixPath('runs/bert')
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from subsetlm.recipes.base import RECIPES
+
+log = logging.getLogger(__name__)
+
+VOLATILE = ("resume", "force", "device", "progress")
+
+
+@dataclass
+class TrainRunConfig:
+    """Everything ``subsetlm train`` takes (``None`` = the preset's default).
+
+    corpus : a store directory (rows = the store's samples; needed with ``subset``) or
+        corpus files / source names; default: the subset's store, or ``pubmed`` for biobert.
+    subset : a subset file to train on (optionally ``weighted``).
+    reselect_every / warmup_steps / layer : INGENIOUS re-selection (either of the first two
+        turns it on); ``reselect_*`` fields tune it (see :class:`~.reselect.ReselectConfig`).
+    init_from : continue from a run's model (biobert from a bert run); its tokenizer is used.
+    """
+
+    recipe: str = "bert"
+    out: str = ""
+    corpus: list[str] | None = None
+    subset: str | None = None
+    preset: str = "tiny"
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seq_len: int | None = None
+    grad_accum: int = 1
+    warmup: float | None = None
+    schedule: str = "linear"
+    weighted: bool = False
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    save_every: int | None = None
+    eval_every: int | None = None
+    eval_batches: int = 20
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    tokenizer: str | None = None
+    init_from: str | None = None
+    limit: int | None = None
+    text_field: str = "text"
+    id_field: str | None = None
+    val_fraction: float = 0.02
+    max_val: int = 1000
+    n_clusters: int = 100
+    reselect_every: int | None = None
+    warmup_steps: int | None = None
+    layer: int | None = None
+    reselect_budget: str = "0.25"
+    reselect_partitions: int = 0
+    reselect_mode: str = "reembed"
+    reselect_sampling: str = "taylor-softmax"
+    reselect_optimizer: str = "lazy"
+    resume: bool = False
+    force: bool = False
+
+    @property
+    def reselect(self) -> bool:
+        return self.reselect_every is not None or self.warmup_steps is not None
+
+    def validate(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
+        if not self.out:
+            raise ValueError("no run directory given: pass --out RUN")
+        if self.subset and self.reselect:
+            raise ValueError("--subset and re-selection (--reselect-every / --warmup-steps) exclude each other: "
+                             "re-selection warms up on all data and selects its own subsets")
+
+
+def _portable(cfg: TrainRunConfig) -> dict:
+    d = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
+    return json.loads(json.dumps(d, sort_keys=True, default=str))
+
+
+def _prepare_dir(cfg: TrainRunConfig) -> Path | None:
+    """Create/validate RUN; returns RUN, or None when it is complete with the same config (skip)."""
+    from subsetlm import _io
+
+    run = Path(cfg.out)
+    want = _portable(cfg)
+    if run.exists() and cfg.force:
+        shutil.rmtree(run)
+    if run.exists():
+        have = _io.read_json(run / "config.json") if (run / "config.json").is_file() else None
+        if _io.is_complete(run):
+            if have == want:
+                log.info("run %s is complete with this config; skipping (pass --force to retrain)", run)
+                return None
+            raise FileExistsError(f"{run} holds a finished run with a different config; pass --force to replace it "
+                                  f"or choose another --out")
+        if have is not None and have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise ValueError(f"{run} holds an unfinished run with a different config (fields {', '.join(diff)}); "
+                             f"resume with the same options or pass --force")
+        if have is not None and not cfg.resume and any((run / "checkpoints").glob("step-*")):
+            raise FileExistsError(f"{run} holds an unfinished run; pass --resume to continue it or --force "
+                                  f"to start over")
+    run.mkdir(parents=True, exist_ok=True)
+    _io.write_json_atomic(run / "config.json", want)
+    return run
+
+
+def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
+    """Run ``subsetlm train`` end to end; returns the run directory."""
+    from subsetlm import _io
+    from subsetlm.recipes.base import build_recipe
+    from subsetlm.recipes.data import load_corpus
+    from subsetlm.recipes.loop import TrainConfig, train
+    from subsetlm.recipes.presets import get_preset
+
+    cfg.validate()
+    preset = get_preset(cfg.preset)
+    corpus = list(cfg.corpus or [])
+    sub = None
+    if cfg.subset:
+        from subsetlm.subsets import read_subset
+
+        sub = read_subset(cfg.subset)
+        corpus = corpus or [sub.manifest["store"]["path"]]
+    if not corpus and cfg.recipe == "biobert":
+        corpus = ["pubmed"]
+    if not corpus:
+        raise ValueError("no training corpus: pass --corpus STORE_DIR (or corpus files / a source name such as pubmed)")
+    run = _prepare_dir(cfg)
+    if run is None:
+        return Path(cfg.out)
+    t0 = time.perf_counter()
+    data = load_corpus(corpus, text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit,
+                       val_fraction=cfg.val_fraction, max_val=cfg.max_val, seed=cfg.seed)
+    rows = weights = None
+    if sub is not None:
+        if data.store is None:
+            raise ValueError(f"--subset {cfg.subset} indexes the rows of an embedding store, but --corpus "
+                             f"{', '.join(corpus)} is not a store; pass the store the subset was selected from")
+        from subsetlm.subsets.format import check_against_store
+
+        check_against_store(sub, data.store)
+        rows, weights = data.subset_rows(sub.indices, sub.weights)
+    tok_dir = run / "tokenizer"
+    tokenizer = str(tok_dir) if (tok_dir / "tokenizer_config.json").is_file() else cfg.tokenizer
+    recipe = build_recipe(cfg.recipe, [data.texts[i] for i in data.train_rows], preset=preset, seq_len=cfg.seq_len,
+                          tokenizer=tokenizer, init_from=cfg.init_from, seed=cfg.seed, n_clusters=cfg.n_clusters)
+    if not (tok_dir / "tokenizer_config.json").is_file():
+        recipe.save(tok_dir)
+    steps = int(cfg.steps or preset.steps)
+    tcfg = TrainConfig(out=str(run), steps=steps, batch_size=int(cfg.batch_size or preset.batch_size),
+                       grad_accum=cfg.grad_accum, lr=float(cfg.lr or preset.lr),
+                       warmup=float(preset.warmup if cfg.warmup is None else cfg.warmup), schedule=cfg.schedule,
+                       seed=cfg.seed, device=cfg.device, precision=cfg.precision,
+                       save_every=max(1, steps // 4) if cfg.save_every is None else cfg.save_every,
+                       eval_every=max(1, steps // 4) if cfg.eval_every is None else cfg.eval_every,
+                       eval_batches=cfg.eval_batches, log_every=cfg.log_every,
+                       keep_checkpoints=cfg.keep_checkpoints, weighted=cfg.weighted)
+    callbacks = []
+    if cfg.reselect:
+        from subsetlm.recipes.reselect import ReselectCallback, ReselectConfig
+
+        callbacks.append(ReselectCallback(ReselectConfig(
+            warmup_steps=int(cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10)),
+            every=int(cfg.reselect_every or 0), budget=cfg.reselect_budget, layer=cfg.layer,
+            partitions=cfg.reselect_partitions, sampling=cfg.reselect_sampling, optimizer=cfg.reselect_optimizer,
+            mode=cfg.reselect_mode, seed=cfg.seed)))
+    res = train(recipe, data, tcfg, callbacks, rows=rows, weights=weights, resume=cfg.resume, progress=progress)
+    n_params = int(sum(p.numel() for p in recipe.model.parameters()))
+    results = {"recipe": cfg.recipe, "preset": cfg.preset, "steps": res.state.step, "tokens": res.state.tokens_seen,
+               "samples": res.state.samples_seen, "parameters": n_params,
+               "train_rows": int(len(data.train_rows) if rows is None else len(rows)),
+               "val_rows": int(len(data.val_rows)), "final_eval": res.final_eval,
+               "flops_estimate": 6.0 * res.state.tokens_seen * n_params,
+               "wall_s": round(time.perf_counter() - t0, 2), "subset": cfg.subset}
+    _io.write_json_atomic(run / "results.json", results)
+    (run / _io.SUCCESS).write_text("")
+    log.info("trained %s (%s, %.2fM parameters) for %d steps -> %s", cfg.recipe, cfg.preset, n_params / 1e6,
+             res.state.step, run)
+    return run
