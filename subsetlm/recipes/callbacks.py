@@ -118,11 +118,17 @@ class CallbackList:
             getattr(cb, hook)(*args)
 
     def state_dict(self) -> list[dict]:
-        return [cb.state_dict() for cb in self.callbacks]
+        return [{"class": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks]
 
     def load_state_dict(self, states: list[dict]) -> None:
-        if len(states) != len(self.callbacks):
-            raise ValueError(f"the checkpoint holds {len(states)} callback states but this run has "
-                             f"{len(self.callbacks)} callbacks; resume with the same options")
-        for cb, s in zip(self.callbacks, states):
-            cb.load_state_dict(s)
+        """Give each callback the saved state of the same class (in order); stateless ones may come and go."""
+        saved = [s for s in states if s.get("state")]
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            match = next((s for s in saved if s["class"] == name), None)
+            if match is not None:
+                saved.remove(match)
+                cb.load_state_dict(match["state"])
+        if saved:
+            raise ValueError(f"the checkpoint holds state of callbacks {[s['class'] for s in saved]} that this run "
+                             f"does not have; resume with the same options (e.g. the same re-selection flags)")

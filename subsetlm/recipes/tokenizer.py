@@ -61,12 +61,23 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int = 30522, min_frequency
     from transformers import BertTokenizerFast
 
     _check_texts(texts, vocab_size)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase, clean_text=True, handle_chinese_chars=True)
+    # What tokenizers' WordPieceTrainer does (a BPE trainer with the "##" prefix, whose vocabulary
+    # becomes the WordPiece vocabulary), made deterministic: that trainer numbers the "##c"
+    # continuation characters in hash-map order, so ties between equally frequent pairs break
+    # differently from run to run. Registering every "##c" up front in sorted order fixes the ids.
+    chars = sorted({c for t in texts for c in normalizer.normalize_str(t) if not c.isspace()})
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##"))
+    bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(BERT_SPECIALS) + ["##" + c for c in chars],
+                                  initial_alphabet=chars, continuing_subword_prefix="##", show_progress=False)
+    bpe.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
+    tok = Tokenizer(models.WordPiece(vocab=bpe.get_vocab(), unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(BERT_SPECIALS), show_progress=False)
-    tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
+    tok.add_special_tokens(list(BERT_SPECIALS))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
