@@ -210,8 +210,12 @@ def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
                                          "layer", "reselect_budget", "reselect_mode", "init_from", "tokenizer",
                                          "limit", "save_every", "eval_every", "device", "precision", "seed",
                                          "resume", "force"])
-    run = train_run(cfg, progress=progress)
     import json
+    import os
+
+    run = train_run(cfg, progress=progress and os.environ.get("RANK", "0") == "0")
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return 0
 
     res = json.loads((run / "results.json").read_text())
     ev = ", ".join(f"{k}={v:.4g}" for k, v in res["final_eval"].items() if k != "val_targets")

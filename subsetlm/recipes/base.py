@@ -177,7 +177,13 @@ class CRTSRecipe(RTSRecipe):
     def after_forward(self, out, corrupted, stats):
         super().after_forward(out, corrupted, stats)
         if torch.is_grad_enabled():  # training steps only: evaluation must not move K
-            self.generator.update(corrupted["info"], corrupted["predictions"], corrupted["labels"])
+            d = self.generator.delta(corrupted["info"], corrupted["predictions"], corrupted["labels"])
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # every process saw a slice of the batch: K moves by the sum over all of them
+                t = d.to(out.logits.device)
+                torch.distributed.all_reduce(t)
+                d = t.cpu()
+            self.generator.counts += d
 
     def state_dict(self):
         return {"crts": self.generator.state_dict()}

@@ -154,21 +154,26 @@ class ClusterGenerator:
         labels[pad] = IGNORE
         return inputs, labels, {"positions": pos, "source": src, "target": tgt}
 
-    def update(self, info: dict, predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        """K[s, c] += 1 where a replaced token was called original (fooled), -= 1 where it was caught.
+    def delta(self, info: dict, predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(C, C) change of K for one batch: +1 per fooled replacement (s, c), -1 per caught one.
 
         ``predictions`` (B, L) are the discriminator's argmax labels on the corrupted batch.
         Selected positions whose sampled token equals the original are not replacements and
         leave K unchanged.
         """
+        out = torch.zeros_like(self.counts)
         pos = info["positions"]
         if len(info["source"]) == 0:
-            return
-        replaced = labels[pos] == 1
-        fooled = predictions[pos].to(labels.device) == 0
-        delta = torch.where(fooled, 1.0, -1.0).double()[replaced.cpu()]
-        s, c = info["source"][replaced.cpu()], info["target"][replaced.cpu()]
-        self.counts.index_put_((s, c), delta, accumulate=True)
+            return out
+        replaced = (labels[pos] == 1).cpu()
+        fooled = predictions[pos].cpu() == 0
+        d = torch.where(fooled, 1.0, -1.0).double()[replaced]
+        out.index_put_((info["source"][replaced], info["target"][replaced]), d, accumulate=True)
+        return out
+
+    def update(self, info: dict, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        """K[s, c] += 1 where a replaced token was called original (fooled), -= 1 where it was caught."""
+        self.counts += self.delta(info, predictions, labels)
 
     def state_dict(self) -> dict:
         return {"counts": self.counts.clone(), "beta": self.beta}

@@ -81,6 +81,12 @@ class ReselectConfig:
             raise ValueError(f"reselect sampling={self.sampling!r}; choose taylor-softmax or topk")
 
 
+def _is_main() -> bool:
+    import torch.distributed as td
+
+    return not (td.is_available() and td.is_initialized()) or td.get_rank() == 0
+
+
 def default_layer(model: Any) -> int:
     """INGENIOUS's layer: 3/4 of an encoder's depth (9 of 12), the last layer of a causal LM."""
     cfg = model.config
@@ -154,9 +160,12 @@ class ReselectCallback(Callback):
 
     def _write_round(self, ctx: TrainContext, rec: dict, rows: np.ndarray, sel: Any, X: np.ndarray | None) -> None:
         d = Path(ctx.run_dir) / "reselection"
-        d.mkdir(parents=True, exist_ok=True)
         if X is not None:
             self._x_path = str(d / "embeddings-round-000.npy")
+        if not _is_main():  # torchrun: every process selects the same subset; rank 0 writes it
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        if X is not None:
             np.save(self._x_path, X)
         store = getattr(ctx.data, "store", None)
         if store is not None:
@@ -187,6 +196,6 @@ class ReselectCallback(Callback):
     def on_train_begin(self, state: TrainState, control: Control, ctx: TrainContext) -> None:
         # a resumed run: drop round records written after the checkpoint it resumes from
         f = Path(ctx.run_dir) / "reselection" / "rounds.jsonl"
-        if f.is_file():
+        if f.is_file() and _is_main():
             lines = [ln for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
             f.write_text("".join(ln + "\n" for ln in lines[: self.rounds]), encoding="utf-8")

@@ -143,7 +143,7 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
     from subsetlm import _io
     from subsetlm.recipes.base import build_recipe
     from subsetlm.recipes.data import load_corpus
-    from subsetlm.recipes.loop import TrainConfig, train
+    from subsetlm.recipes.loop import TrainConfig, _dist, train
     from subsetlm.recipes.presets import get_preset
 
     cfg.validate()
@@ -159,7 +159,14 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
         corpus = ["pubmed"]
     if not corpus:
         raise ValueError("no training corpus: pass --corpus STORE_DIR (or corpus files / a source name such as pubmed)")
-    run = _prepare_dir(cfg)
+    rank, world = _dist()
+    run = _prepare_dir(cfg) if rank == 0 else Path(cfg.out)
+    if world > 1:  # torchrun: rank 0 prepared the directory; everyone follows its decision
+        import torch.distributed as td
+
+        flag = [run is None]
+        td.broadcast_object_list(flag, src=0)
+        run = None if flag[0] else Path(cfg.out)
     if run is None:
         return Path(cfg.out)
     t0 = time.perf_counter()
@@ -178,7 +185,11 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
     tokenizer = str(tok_dir) if (tok_dir / "tokenizer_config.json").is_file() else cfg.tokenizer
     recipe = build_recipe(cfg.recipe, [data.texts[i] for i in data.train_rows], preset=preset, seq_len=cfg.seq_len,
                           tokenizer=tokenizer, init_from=cfg.init_from, seed=cfg.seed, n_clusters=cfg.n_clusters)
-    if not (tok_dir / "tokenizer_config.json").is_file():
+    if world > 1:
+        import torch.distributed as td
+
+        td.barrier()  # every process has chosen its tokenizer before rank 0 writes one
+    if rank == 0 and not (tok_dir / "tokenizer_config.json").is_file():
         recipe.save(tok_dir)
     steps = int(cfg.steps or preset.steps)
     tcfg = TrainConfig(out=str(run), steps=steps, batch_size=int(cfg.batch_size or preset.batch_size),
@@ -206,8 +217,9 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
                "val_rows": int(len(data.val_rows)), "final_eval": res.final_eval,
                "flops_estimate": 6.0 * res.state.tokens_seen * n_params,
                "wall_s": round(time.perf_counter() - t0, 2), "subset": cfg.subset}
-    _io.write_json_atomic(run / "results.json", results)
-    (run / _io.SUCCESS).write_text("")
+    if rank == 0:
+        _io.write_json_atomic(run / "results.json", results)
+        (run / _io.SUCCESS).write_text("")
     log.info("trained %s (%s, %.2fM parameters) for %d steps -> %s", cfg.recipe, cfg.preset, n_params / 1e6,
              res.state.step, run)
     return run
