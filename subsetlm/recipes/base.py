@@ -67,13 +67,22 @@ class Recipe:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
 
     # ---------------------------------------------------------------- batches
-    def collate(self, seqs: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    def collate(self, seqs: Sequence[np.ndarray], gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Rows of token ids -> ``input_ids``, ``attention_mask`` (B, L), ``special`` and ``pad`` masks.
 
-        Encoders: ``[CLS] row[:seq_len-2] [SEP]``, padded on the right to the longest row.
+        Encoders: ``[CLS] window [SEP]``, padded on the right to the longest row. A row longer
+        than ``seq_len - 2`` tokens is cropped: to a window starting at a position drawn from
+        ``gen`` (training: every epoch sees another part of a long row), or to its first
+        ``seq_len - 2`` tokens without ``gen`` (evaluation: the same window every time).
         """
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        body = [np.asarray(s[: self.seq_len - 2], dtype=np.int64) for s in seqs]
+        w = self.seq_len - 2
+        body = []
+        for s in seqs:
+            start = 0
+            if gen is not None and len(s) > w:
+                start = int(torch.randint(0, len(s) - w + 1, (1,), generator=gen))
+            body.append(np.asarray(s[start:start + w], dtype=np.int64))
         L = max(len(b) for b in body) + 2
         ids = np.full((len(body), L), self.pad_id, dtype=np.int64)
         att = np.zeros((len(body), L), dtype=np.int64)
@@ -86,7 +95,7 @@ class Recipe:
         return {"input_ids": input_ids, "attention_mask": attention, "special": special, "pad": pad}
 
     def truncated_fraction(self, seqs: Sequence[np.ndarray]) -> float:
-        """Share of the rows' tokens that do not fit a sequence (dropped by :meth:`collate`)."""
+        """Share of the rows' tokens that lie outside any one window of :meth:`collate`."""
         total = sum(len(s) for s in seqs)
         kept = sum(min(len(s), self.seq_len - 2) for s in seqs)
         return 0.0 if total == 0 else 1.0 - kept / total
@@ -206,7 +215,7 @@ class GPT2Recipe(Recipe):
     packed = True
     pooling = "last"
 
-    def collate(self, seqs):
+    def collate(self, seqs, gen=None):
         ids = torch.from_numpy(np.stack([np.asarray(s, dtype=np.int64) for s in seqs]))
         att = torch.ones_like(ids)
         zeros = torch.zeros_like(ids, dtype=torch.bool)

@@ -287,9 +287,10 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
                          seq_len=recipe.seq_len, sep_id=tok.eos_token_id if recipe.packed else None)
     trunc = recipe.truncated_fraction(data.tokens(tok, rows[:2000]))
     if trunc > 0.05:
-        log.warning("%.0f%% of the training tokens do not fit seq_len=%d and are dropped; chunk the corpus shorter "
-                    "(subsetlm embed --max-tokens %d) or raise --seq-len", 100 * trunc, recipe.seq_len,
-                    recipe.seq_len - 2)
+        log.warning("%.0f%% of the training tokens lie outside one seq_len=%d window of their row; long rows are "
+                    "cropped to a random window each time they are drawn. To train on every token each epoch, "
+                    "embed shorter samples (subsetlm embed --max-tokens %d) or raise --seq-len", 100 * trunc,
+                    recipe.seq_len, recipe.seq_len - 2)
 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -311,11 +312,15 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         scaler.load_state_dict(st["scaler"])
-        gen.set_state(st["generator"])
+        per_rank = st.get("per_rank", {})
+        if world > 1 and len(per_rank.get("generator", [])) != world:
+            raise ValueError(f"{ckpts[-1]} was written by {len(per_rank.get('generator', [1]))} process(es); resume "
+                             f"with the same number of torchrun processes ({world} now)")
+        gen.set_state(per_rank["generator"][rank] if world > 1 else st["generator"])
         stream.load_state_dict(st["stream"])
         recipe.load_state_dict(st["recipe"])
         cbs.load_state_dict(st["callbacks"])
-        _set_rng_state(st["rng"])
+        _set_rng_state(per_rank["rng"][rank] if world > 1 else st["rng"])
         state = TrainState.from_dict(st["state"])
         state.max_steps = cfg.steps
         _truncate_metrics(metrics_path, state.step)
@@ -332,14 +337,22 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
 
     def save_checkpoint() -> Path:
         dest = run / "checkpoints" / f"step-{state.step:07d}"
+        gens, rngs = [gen.get_state()], [_rng_state()]
+        if world > 1:  # each process's corruption and dropout randomness, so a resumed DDP run is exact too
+            import torch.distributed as td
+
+            gens, rngs = [None] * world, [None] * world
+            td.all_gather_object(gens, gen.get_state())
+            td.all_gather_object(rngs, _rng_state())
         if rank == 0:
             tmp = dest.with_name(dest.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict(), "generator": gen.get_state(), "stream": stream.state_dict(),
-                        "recipe": recipe.state_dict(), "callbacks": cbs.state_dict(), "rng": _rng_state(),
-                        "state": state.to_dict(), "config": asdict(cfg)}, tmp / "state.pt")
+                        "scaler": scaler.state_dict(), "generator": gens[0], "stream": stream.state_dict(),
+                        "recipe": recipe.state_dict(), "callbacks": cbs.state_dict(), "rng": rngs[0],
+                        "per_rank": {"generator": gens, "rng": rngs}, "state": state.to_dict(),
+                        "config": asdict(cfg)}, tmp / "state.pt")
             shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
             for old in _checkpoints(run)[:-cfg.keep_checkpoints] if cfg.keep_checkpoints else []:
@@ -368,7 +381,7 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
         step_loss = 0.0
         for _ in range(cfg.grad_accum):
             seqs = stream.next()
-            batch = recipe.collate(seqs[rank::world])
+            batch = recipe.collate(seqs[rank::world], gen)
             with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
                 loss, _stats = recipe.step_loss(ddp, batch, gen, device)
             scaler.scale(loss / cfg.grad_accum).backward()

@@ -82,3 +82,19 @@ def test_gradient_accumulation_consumes_accum_batches_per_step(tmp_path, data):
     res = train(r, data, TrainConfig(out=str(tmp_path / "a"), steps=3, batch_size=4, grad_accum=3, log_every=0,
                                      save_every=0, eval_batches=1))
     assert res.state.samples_seen == 3 * 4 * 3
+
+
+def test_long_rows_are_cropped_to_a_random_window_in_training_and_the_first_in_evaluation(texts):
+    import torch
+
+    r = tiny_recipe("bert", texts)
+    row = np.arange(1000, 1300, dtype=np.int32)  # 300 "tokens", window 62
+    first = r.collate([row])["input_ids"][0, 1:-1].numpy()
+    assert np.array_equal(first, row[:62])
+    starts = set()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        w = r.collate([row], g)["input_ids"][0, 1:-1].numpy()
+        assert len(w) == 62 and np.array_equal(w, np.arange(w[0], w[0] + 62))  # a contiguous window of the row
+        starts.add(int(w[0]))
+    assert len(starts) > 10 and max(starts) <= 1300 - 62

@@ -40,3 +40,27 @@ def test_torchrun_two_processes(tmp_path, corpus_jsonl, recipe):
     from transformers import BertForTokenClassification
 
     assert BertForTokenClassification.from_pretrained(run / "model").config.num_labels == 2
+
+
+@pytest.mark.slow
+def test_torchrun_sigkill_and_resume_matches_uninterrupted(tmp_path, corpus_jsonl):
+    import signal
+    import time
+
+    def cmd(run):
+        return [_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "subsetlm.cli", "train", "--recipe",
+                "bert", "--corpus", str(corpus_jsonl), "--out", str(run), "--steps", "24", "--batch-size", "8",
+                "--seq-len", "64", "--save-every", "4", "--eval-every", "0", "--device", "cpu", "-q"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd(tmp_path / "full"), env=env, check=True, capture_output=True, timeout=600)
+    p = subprocess.Popen(cmd(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (tmp_path / "cut" / "checkpoints" / "step-0000008").exists():
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    subprocess.run(cmd(tmp_path / "cut") + ["--resume"], env=env, check=True, capture_output=True, timeout=600)
+    a = (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "cut" / "model" / "model.safetensors").read_bytes()
