@@ -8,6 +8,7 @@ keys are the stage config's fields; flags given on the command line override it.
     subsetlm select store/ --budget 0.25 --out subset/ # facility location, subset file
     subsetlm export subset/ --out subset.jsonl         # selected documents
     subsetlm train --recipe bert --subset subset/ --out runs/bert   # pretrain on the subset
+    subsetlm eval --model runs/bert --task pubmed-task --method finetune --out results.json
     subsetlm demo                                      # the whole job on real PubMed abstracts
 """
 
@@ -124,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("eval", help="fine-tune / prompt / distill a pretrained run on a text-classification task")
+    p.add_argument("--model", required=True, help="run directory (subsetlm train --out RUN) or save_pretrained folder")
+    p.add_argument("--task", required=True, help="JSONL with text and label (optional split), or pubmed-task")
+    p.add_argument("--method", required=True, choices=["finetune", "prompt", "distill"])
+    p.add_argument("--teacher", help="distill: finetune | prompt (the model itself, student = half depth) or "
+                   "RUN[:finetune|:prompt]")
+    p.add_argument("--train-size", dest="train_sizes", nargs="+", help="few-shot sizes, e.g. 32 128 512 all")
+    p.add_argument("--seeds", type=int, help="seeds per train size (default 3)")
+    p.add_argument("--out", required=True, help="RESULTS.json to write")
+    p.add_argument("--pooling", choices=["auto", "cls", "mean", "last"])
+    p.add_argument("--template", help="prompt template with {text} and {mask}, e.g. '{text} Topic: {mask}.'")
+    p.add_argument("--verbalizer", nargs="+", metavar="LABEL=WORD", help="one single-token word per label")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--max-steps", dest="max_steps", type=int)
+    p.add_argument("--temperature", type=float, help="distill: softmax temperature T (default 2)")
+    p.add_argument("--alpha", type=float, help="distill: weight of the KD term vs the hard labels (default 0.5)")
+    p.add_argument("--max-test", dest="max_test", type=int, help="score at most N test examples")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--force", action="store_true", default=None)
+    _common(p)
+    p.set_defaults(func=_cmd_eval)
+
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
     p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
     p.add_argument("--n-docs", dest="n_docs", type=int, help="abstracts to embed (default 3000)")
@@ -221,6 +245,28 @@ def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
     ev = ", ".join(f"{k}={v:.4g}" for k, v in res["final_eval"].items() if k != "val_targets")
     print(f"trained {res['recipe']} ({res['parameters'] / 1e6:.2f}M parameters) for {res['steps']} steps on "
           f"{res['train_rows']} rows: {ev}; model in {run / 'model'}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.evaluate.run import EvalConfig, evaluate_model
+
+    verbalizer = None
+    if args.verbalizer:
+        bad = [v for v in args.verbalizer if "=" not in v]
+        if bad:
+            raise ValueError(f"--verbalizer {bad[0]!r}: expected LABEL=WORD")
+        verbalizer = dict(v.split("=", 1) for v in args.verbalizer)
+    cfg = _config(EvalConfig, args, ["model", "task", "method", "teacher", "train_sizes", "seeds", "out", "pooling",
+                                     "template", "lr", "batch_size", "max_steps", "temperature", "alpha", "max_test",
+                                     "device", "force"], verbalizer=verbalizer)
+    res = evaluate_model(cfg, progress=progress)
+    base = res["majority_baseline"]
+    for size, r in res["results"].items():
+        print(f"{res['method']} train={size}: accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f}, "
+              f"macro-F1 {r['macro_f1']['mean']:.4f} ± {r['macro_f1']['std']:.4f} over {len(r['runs'])} seeds")
+    print(f"majority baseline ({base['label']}): accuracy {base['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f}; "
+          f"wrote {cfg.out}")
     return 0
 
 

@@ -69,6 +69,26 @@ def _n_special(tokenizer: Any) -> int:
     return len(tokenizer("", add_special_tokens=True)["input_ids"])
 
 
+def pool_hidden(h: Any, mask: Any, pooling: str) -> Any:
+    """Pool hidden states (B, L, D) over the real tokens of ``mask`` (B, L) -> (B, D) float32.
+
+    ``mean``: masked mean; ``cls``: the first token; ``last``: the last real token (any padding side).
+    """
+    import torch
+
+    h = h.float()
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+    if pooling == "cls":
+        return h[:, 0]
+    if pooling != "last":
+        raise ValueError(f"pooling={pooling!r}; expected one of {', '.join(POOLINGS)}")
+    pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(mask.bool(), pos, torch.full_like(pos, -1)).max(dim=1).values.clamp_min(0)
+    return h[torch.arange(h.shape[0], device=h.device), last]
+
+
 class HFEmbedder(Embedder):
     """Pooled hidden states of one layer of a transformers model.
 
@@ -218,18 +238,7 @@ class HFEmbedder(Embedder):
         return out.hidden_states[self.layer]
 
     def _pool(self, h: Any, mask: Any) -> Any:
-        import torch
-
-        h = h.float()
-        if self.pooling == "mean":
-            m = mask.unsqueeze(-1).to(h.dtype)
-            return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-        if self.pooling == "cls":
-            return h[:, 0]
-        # last real token: the highest position whose mask is 1 (any padding side)
-        pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-        last = torch.where(mask.bool(), pos, torch.full_like(pos, -1)).max(dim=1).values.clamp_min(0)
-        return h[torch.arange(h.shape[0], device=h.device), last]
+        return pool_hidden(h, mask, self.pooling)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embed ``texts`` -> (n, dim) float32, rows L2-normalised, input order kept.

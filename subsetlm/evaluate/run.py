@@ -1,0 +1,218 @@
+"""``subsetlm eval``: a pretrained run + a labelled task -> accuracy and macro-F1 over seeds and train sizes.
+
+For every train size (e.g. 32, 128, 512, all) and seed, a stratified few-shot training set
+is drawn from the task's train split (:func:`~subsetlm.evaluate.task.few_shot`), the model
+is adapted with the chosen method, selected on the validation split, and scored once on
+the test split. Results (``RESULTS.json``) hold each run's numbers and their mean and
+standard deviation, next to the majority-class baseline.
+
+Methods
+-------
+finetune  fresh linear head on the pooled backbone ([CLS] / mean for encoders, last real
+          token for GPT-2), everything trained.
+prompt    prompt-based fine-tuning: a cloze template, one verbalizer token per label, scored
+          by the MLM head (encoders) or the next-token distribution (GPT-2); ``steps=0``
+          would be zero-shot.
+distill   a teacher (``--teacher finetune|prompt``: the model itself adapted that way; or
+          ``--teacher RUN[:finetune|:prompt]``: another run) labels the training texts; a
+          student (the half-depth copy of the model when the teacher is the model itself, else
+          the model) is trained on the teacher's softened probabilities mixed with the hard
+          labels, over the labelled set plus unlabelled task text (the rest of the train split,
+          up to ``max_unlabelled``).
+
+Example
+-------
+>>> evaluate_model(EvalConfig(model="runs/bert", task="pubmed-task", method="finetune",
+...                           train_sizes=["32", "all"], out="results.json"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from subsetlm.evaluate.methods import FitConfig, fit, metrics, predict_logits
+from subsetlm.evaluate.task import Task, few_shot, load_task, majority_baseline
+
+log = logging.getLogger(__name__)
+
+METHODS = ("finetune", "prompt", "distill")
+
+
+@dataclass
+class EvalConfig:
+    """Configuration of ``subsetlm eval`` (one field per flag).
+
+    train_sizes : list of sizes, ``"all"`` for the whole train split.
+    verbalizer : ``{label: word}`` for prompting (default: each label's first word).
+    """
+
+    model: str = ""
+    task: str = ""
+    method: str = "finetune"
+    out: str = ""
+    teacher: str | None = None
+    train_sizes: list[str] = field(default_factory=lambda: ["all"])
+    seeds: int = 3
+    pooling: str = "auto"
+    template: str | None = None
+    verbalizer: dict[str, str] | None = None
+    lr: float = 3e-4
+    batch_size: int = 16
+    epochs: int = 10
+    min_steps: int = 50
+    max_steps: int = 400
+    temperature: float = 2.0
+    alpha: float = 0.5
+    max_unlabelled: int = 2000
+    max_test: int | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    device: str = "auto"
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if not self.model or not self.task:
+            raise ValueError("pass --model RUN and --task TASK.jsonl (or pubmed-task)")
+        if self.seeds < 1:
+            raise ValueError(f"seeds={self.seeds}; expected >= 1")
+        if self.method == "distill" and not self.teacher:
+            raise ValueError("--method distill needs --teacher finetune|prompt|RUN[:finetune|:prompt]")
+        for s in self.train_sizes:
+            if s != "all" and (not str(s).isdigit() or int(s) < 1):
+                raise ValueError(f"train size {s!r}; expected a positive integer or 'all'")
+
+
+def _device(spec: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else spec
+
+
+def _adapt(kind: str, run: str, task: Task, train, cfg: EvalConfig, fc: FitConfig, seed: int):
+    """Build and fit a finetuned Classifier or a PromptScorer on ``train``; returns (model, log)."""
+    import torch
+
+    from subsetlm.evaluate.models import Classifier, PromptScorer
+
+    torch.manual_seed(seed)
+    if kind == "prompt":
+        model = PromptScorer.from_run(run, task.labels, template=cfg.template, verbalizer=cfg.verbalizer)
+    else:
+        model = Classifier.from_run(run, len(task.labels), pooling=cfg.pooling)
+    info = fit(model, train.texts, train.labels, task.validation.texts, task.validation.labels, len(task.labels),
+               fc, seed)
+    return model, info
+
+
+def _teacher(cfg: EvalConfig) -> tuple[str, str, bool]:
+    """(teacher run, teacher method, teacher is the evaluated model itself)."""
+    t = str(cfg.teacher)
+    if t in ("finetune", "prompt"):
+        return cfg.model, t, True
+    run, _, how = t.partition(":")
+    how = how or "finetune"
+    if how not in ("finetune", "prompt"):
+        raise ValueError(f"--teacher {t}: the method after ':' must be finetune or prompt")
+    return run, how, False
+
+
+def _one(cfg: EvalConfig, task: Task, size: int | None, seed: int, fc: FitConfig) -> dict:
+    import torch
+
+    from subsetlm.evaluate.models import Classifier, half_depth_student, n_parameters
+
+    train, rest = few_shot(task.train, size, seed)
+    test = task.test if cfg.max_test is None else task.test.take(np.arange(min(cfg.max_test, len(task.test))))
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if cfg.method in ("finetune", "prompt"):
+        model, info = _adapt(cfg.method, cfg.model, task, train, cfg, fc, seed)
+    else:
+        t_run, t_how, itself = _teacher(cfg)
+        teacher, t_info = _adapt(t_how, t_run, task, train, cfg, fc, seed)
+        unl = rest.take(np.arange(min(cfg.max_unlabelled, len(rest))))
+        texts = train.texts + unl.texts
+        labels = np.concatenate([train.labels, np.full(len(unl), -1, dtype=np.int64)])
+        soft = predict_logits(teacher, texts, device=fc.device)
+        t_pred = predict_logits(teacher, test.texts, device=fc.device).argmax(1)
+        extra["teacher"] = {"run": t_run, "method": t_how, "parameters": n_parameters(teacher),
+                            **metrics(test.labels, t_pred, len(task.labels))}
+        torch.manual_seed(seed)
+        base = Classifier.from_run(cfg.model, len(task.labels), pooling=cfg.pooling)
+        model = half_depth_student(base, len(task.labels)) if itself else base
+        info = fit(model, texts, labels, task.validation.texts, task.validation.labels, len(task.labels), fc, seed,
+                   teacher_logits=soft)
+        extra["unlabelled"] = int(len(unl))
+        del teacher
+    pred = predict_logits(model, test.texts, device=fc.device).argmax(1)
+    from subsetlm.evaluate.models import n_parameters as _np
+
+    return {"seed": seed, "train_size": len(train), **metrics(test.labels, pred, len(task.labels)),
+            "val_macro_f1": info["best_val_macro_f1"], "steps": info["steps"], "parameters": _np(model),
+            "seconds": round(time.perf_counter() - t0, 2), **extra}
+
+
+def _summary(rows: list[dict]) -> dict:
+    out = {}
+    for key in ("accuracy", "macro_f1"):
+        v = np.array([r[key] for r in rows], dtype=np.float64)
+        out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                    "values": v.tolist()}
+    return out
+
+
+def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
+    """Run ``subsetlm eval``; writes ``cfg.out`` (JSON, atomically) and returns the results."""
+    from subsetlm import _io
+
+    cfg.validate()
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None and out.exists() and not cfg.force:
+        prev = _io.read_json(out)
+        if prev.get("config") == _portable(cfg):
+            log.info("%s exists with this config; skipping (pass --force to redo)", out)
+            return prev
+        raise FileExistsError(f"{out} exists with a different config; pass --force to replace it")
+    task = load_task(cfg.task, text_field=cfg.text_field, label_field=cfg.label_field)
+    fc = FitConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, min_steps=cfg.min_steps,
+                   max_steps=cfg.max_steps, device=_device(cfg.device), temperature=cfg.temperature, alpha=cfg.alpha)
+    jobs = [(s, seed) for s in cfg.train_sizes for seed in range(cfg.seeds)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"eval {cfg.method}", unit="run")
+    runs: dict[str, list[dict]] = {}
+    for s, seed in jobs:
+        size = None if s == "all" else int(s)
+        r = _one(cfg, task, size, seed, fc)
+        runs.setdefault(str(s), []).append(r)
+        log.info("%s train=%s seed=%d: accuracy %.4f, macro-F1 %.4f (%.1fs)", cfg.method, s, seed, r["accuracy"],
+                 r["macro_f1"], r["seconds"])
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    results = {"method": cfg.method, "model": cfg.model, "task": task.name, "labels": task.labels,
+               "splits": {"train": len(task.train), "validation": len(task.validation), "test": len(task.test)},
+               "majority_baseline": majority_baseline(task),
+               "results": {s: {**_summary(rs), "runs": rs} for s, rs in runs.items()},
+               "config": _portable(cfg)}
+    if out is not None:
+        _io.write_json_atomic(out, results)
+    return results
+
+
+def _portable(cfg: EvalConfig) -> dict:
+    import json
+
+    d = {k: v for k, v in asdict(cfg).items() if k not in ("force", "device", "out")}
+    return json.loads(json.dumps(d, sort_keys=True))
