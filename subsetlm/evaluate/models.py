@@ -28,18 +28,9 @@ import torch
 from torch import nn
 
 from subsetlm.embed.hf import pool_hidden
+from subsetlm.recipes.base import model_dir
 
 log = logging.getLogger(__name__)
-
-
-def model_dir(run: str | Path) -> Path:
-    """``RUN/model`` of a training run, or a ``save_pretrained`` folder itself."""
-    p = Path(run)
-    for cand in (p / "model", p):
-        if (cand / "config.json").is_file():
-            return cand
-    raise ValueError(f"{run}: no config.json in {p} or {p / 'model'}; pass a finished run directory "
-                     f"(subsetlm train --out RUN) or a save_pretrained folder")
 
 
 def _is_causal(config: Any) -> bool:

@@ -284,12 +284,13 @@ def build_recipe(name: str, texts: Sequence[str], *, preset: str | Preset = "tin
                                n_clusters=n_clusters, beta=beta, mask_prob=mask_prob)
 
 
-def _model_dir(init_from: str) -> Path:
+def model_dir(init_from: str | Path) -> Path:
+    """``RUN/model`` of a training run, or a ``save_pretrained`` folder itself."""
     p = Path(init_from)
     for cand in (p / "model", p):
         if (cand / "config.json").is_file():
             return cand
-    raise ValueError(f"init_from={init_from}: no config.json in {p} or {p / 'model'}; pass a finished run directory "
+    raise ValueError(f"{init_from}: no config.json in {p} or {p / 'model'}; pass a finished run directory "
                      f"(subsetlm train --out RUN) or a save_pretrained folder")
 
 
@@ -299,7 +300,7 @@ def _encoder(cls: type, head: str, texts, *, preset, seq_len, tokenizer, init_fr
     seq_len = int(seq_len or preset.seq_len)
     model_cls = getattr(transformers, head)
     if init_from:
-        d = _model_dir(init_from)
+        d = model_dir(init_from)
         tok = load_tokenizer(d)
         model = model_cls.from_pretrained(str(d), local_files_only=True, **({"num_labels": 2} if "Token" in head else {}))
         log.info("continuing from %s (%s)", d, type(model).__name__)
@@ -315,28 +316,17 @@ def _encoder(cls: type, head: str, texts, *, preset, seq_len, tokenizer, init_fr
     return cls(tok, model, seq_len, mask_prob=mask_prob)
 
 
-@register("recipe", "bert")
-def _bert(texts, **kw):
-    kw.pop("n_clusters"), kw.pop("beta")
-    return _encoder(MLMRecipe, "BertForMaskedLM", texts, **kw)
+def _plain(cls: type, head: str):
+    def make(texts, **kw):
+        kw.pop("n_clusters"), kw.pop("beta")
+        return _encoder(cls, head, texts, **kw)
+
+    return make
 
 
-@register("recipe", "biobert")
-def _biobert(texts, **kw):
-    kw.pop("n_clusters"), kw.pop("beta")
-    return _encoder(BioBERTRecipe, "BertForMaskedLM", texts, **kw)
-
-
-@register("recipe", "slm")
-def _slm(texts, **kw):
-    kw.pop("n_clusters"), kw.pop("beta")
-    return _encoder(SLMRecipe, "BertForMaskedLM", texts, **kw)
-
-
-@register("recipe", "rts")
-def _rts(texts, **kw):
-    kw.pop("n_clusters"), kw.pop("beta")
-    return _encoder(RTSRecipe, "BertForTokenClassification", texts, **kw)
+for _name, _cls, _head in (("bert", MLMRecipe, "BertForMaskedLM"), ("biobert", BioBERTRecipe, "BertForMaskedLM"),
+                           ("slm", SLMRecipe, "BertForMaskedLM"), ("rts", RTSRecipe, "BertForTokenClassification")):
+    register("recipe", _name)(_plain(_cls, _head))
 
 
 @register("recipe", "crts")
@@ -348,8 +338,8 @@ def _crts(texts, **kw):
     def clusters(tok):
         if isinstance(tokenizer, (str, Path)) and (Path(tokenizer) / "token_clusters.npy").is_file():
             return load_clusters(tokenizer)
-        if kw.get("init_from") and (_model_dir(kw["init_from"]) / "token_clusters.npy").is_file():
-            return load_clusters(_model_dir(kw["init_from"]))
+        if kw.get("init_from") and (model_dir(kw["init_from"]) / "token_clusters.npy").is_file():
+            return load_clusters(model_dir(kw["init_from"]))
         seqs = tok(list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
         return token_clusters([np.asarray(s) for s in seqs], len(tok), special_ids(tok), n_clusters=n_clusters,
                               seed=seed)
@@ -363,7 +353,7 @@ def _gpt2(texts, *, preset, seq_len, tokenizer, init_from, seed, mask_prob, n_cl
 
     seq_len = int(seq_len or preset.seq_len)
     if init_from:
-        d = _model_dir(init_from)
+        d = model_dir(init_from)
         tok, model = load_tokenizer(d), GPT2LMHeadModel.from_pretrained(str(d), local_files_only=True)
         seq_len = min(seq_len, int(model.config.n_positions))
     else:
