@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="distill: softmax temperature T (default 2)")
     p.add_argument("--alpha", type=float, help="distill: weight of the KD term vs the hard labels (default 0.5)")
     p.add_argument("--max-test", dest="max_test", type=int, help="score at most N test examples")
+    p.add_argument("--balanced", action="store_true", default=None, help="class-balanced training batches "
+                   "(skewed tasks scored by macro-F1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
@@ -258,7 +260,7 @@ def _cmd_eval(args: argparse.Namespace, progress: bool) -> int:
             raise ValueError(f"--verbalizer {bad[0]!r}: expected LABEL=WORD")
         verbalizer = dict(v.split("=", 1) for v in args.verbalizer)
     cfg = _config(EvalConfig, args, ["model", "task", "method", "teacher", "train_sizes", "seeds", "out", "pooling",
-                                     "template", "lr", "batch_size", "max_steps", "temperature", "alpha", "max_test",
+                                     "template", "lr", "batch_size", "max_steps", "temperature", "alpha", "max_test", "balanced",
                                      "device", "force"], verbalizer=verbalizer)
     res = evaluate_model(cfg, progress=progress)
     base = res["majority_baseline"]
@@ -285,6 +287,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:
         for noisy in ("faiss", "numba", "sentence_transformers", "transformers", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # transformers' checkpoint load reports (e.g. an MLM head left out when a backbone is loaded for
+        # fine-tuning) are expected here; -vv shows them
+        logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

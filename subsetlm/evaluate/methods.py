@@ -37,7 +37,10 @@ class FitConfig:
     """Optimisation of one adaptation run.
 
     steps : ``min(max_steps, max(min_steps, epochs * ceil(n / batch_size)))``.
-    eval_every : validation evaluations per run (the best one is kept).
+    evals : validation evaluations per run (the best one is kept).
+    balanced : draw training batches class-balanced (each label equally likely, with
+        replacement; unlabelled texts as one more group) instead of shuffled epochs — for
+        skewed tasks scored by macro-F1.
     """
 
     lr: float = 3e-4
@@ -52,6 +55,7 @@ class FitConfig:
     device: str = "cpu"
     temperature: float = 2.0
     alpha: float = 0.5
+    balanced: bool = False
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, *, T: float = 2.0,
@@ -130,11 +134,18 @@ def fit(model: Any, texts: Sequence[str], labels: np.ndarray, val_texts: Sequenc
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     t_all = None if teacher_logits is None else torch.as_tensor(teacher_logits, dtype=torch.float32)
     perm, pos = torch.randperm(n, generator=g), 0
+    if cfg.balanced:
+        groups = np.asarray(labels)
+        uniq, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        draw_w = torch.as_tensor(1.0 / counts[inv], dtype=torch.float64)
     for step in range(1, steps + 1):
-        if pos + cfg.batch_size > n and pos > 0:
-            perm, pos = torch.randperm(n, generator=g), 0
-        idx = perm[pos:pos + cfg.batch_size]
-        pos += cfg.batch_size
+        if cfg.balanced:
+            idx = torch.multinomial(draw_w, min(cfg.batch_size, n), replacement=True, generator=g)
+        else:
+            if pos + cfg.batch_size > n and pos > 0:
+                perm, pos = torch.randperm(n, generator=g), 0
+            idx = perm[pos:pos + cfg.batch_size]
+            pos += cfg.batch_size
         enc = {k: v.to(dev) for k, v in model.encode([texts[int(i)] for i in idx]).items()}
         logits = model(**enc)
         y = y_all[idx].to(dev)

@@ -62,11 +62,13 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_run(cls, run: str | Path, n_labels: int, pooling: str = "auto", **kw: Any) -> "Classifier":
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         d = model_dir(run)
         tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-        return cls(AutoModel.from_pretrained(str(d), local_files_only=True), tok, n_labels, pooling, **kw)
+        extra = {"add_pooling_layer": False} if not _is_causal(AutoConfig.from_pretrained(str(d))) else {}
+        backbone = AutoModel.from_pretrained(str(d), local_files_only=True, **extra)  # our own pooling + head
+        return cls(backbone, tok, n_labels, pooling, **kw)
 
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,

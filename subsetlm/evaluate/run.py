@@ -69,6 +69,7 @@ class EvalConfig:
     max_steps: int = 400
     temperature: float = 2.0
     alpha: float = 0.5
+    balanced: bool = False
     max_unlabelled: int = 2000
     max_test: int | None = None
     text_field: str = "text"
@@ -183,7 +184,8 @@ def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
         raise FileExistsError(f"{out} exists with a different config; pass --force to replace it")
     task = load_task(cfg.task, text_field=cfg.text_field, label_field=cfg.label_field)
     fc = FitConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, min_steps=cfg.min_steps,
-                   max_steps=cfg.max_steps, device=_device(cfg.device), temperature=cfg.temperature, alpha=cfg.alpha)
+                   max_steps=cfg.max_steps, device=_device(cfg.device), temperature=cfg.temperature, alpha=cfg.alpha,
+                   balanced=cfg.balanced)
     jobs = [(s, seed) for s in cfg.train_sizes for seed in range(cfg.seeds)]
     bar = None
     if progress:

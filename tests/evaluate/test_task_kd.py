@@ -87,3 +87,33 @@ def test_kd_loss_matches_a_hand_computed_example():
     assert float(kd_loss(t, t, torch.tensor([-1, -1]), T=T, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="temperature"):
         kd_loss(s, t, y, T=0.0)
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in model: text "k" -> logits of a learnable table; records what it was fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Embedding(2, 2)
+        self.seen = []
+
+    def encode(self, texts):
+        if self.training:
+            self.seen.extend(texts)
+        return {"x": torch.tensor([int(t) for t in texts])}
+
+    def forward(self, x):
+        return self.table(x)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_balanced_batches_draw_each_label_equally(balanced):
+    from subsetlm.evaluate.methods import FitConfig, fit
+
+    labels = np.array([0] * 190 + [1] * 10)
+    texts = [str(y) for y in labels]
+    m = _Recorder()
+    fit(m, texts, labels, texts[:20], labels[:20], 2, FitConfig(min_steps=100, max_steps=100, evals=1,
+                                                                 balanced=balanced), seed=0)
+    share = m.seen.count("1") / len(m.seen)
+    assert (0.4 < share < 0.6) if balanced else (0.03 < share < 0.08)
