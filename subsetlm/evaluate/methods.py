@@ -86,24 +86,20 @@ def predict_logits(model: Any, texts: Sequence[str], batch_size: int = 64, devic
     """(n, C) float32 logits of ``model`` on ``texts`` (eval mode, no gradients)."""
     was = model.training
     model.eval()
-    out = []
+    out: np.ndarray | None = None
     try:
         with torch.no_grad():
             order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths per batch: less padding
-            res = np.zeros((len(texts), 0), dtype=np.float32)
-            chunks = []
             for s in range(0, len(texts), batch_size):
                 idx = order[s:s + batch_size]
                 enc = {k: v.to(device) for k, v in model.encode([texts[i] for i in idx]).items()}
-                chunks.append((idx, model(**enc).float().cpu().numpy()))
-            if chunks:
-                res = np.zeros((len(texts), chunks[0][1].shape[1]), dtype=np.float32)
-                for idx, lg in chunks:
-                    res[idx] = lg
-            out = res
+                lg = model(**enc).float().cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(texts), lg.shape[1]), dtype=np.float32)
+                out[idx] = lg
     finally:
         model.train(was)
-    return out
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def fit(model: Any, texts: Sequence[str], labels: np.ndarray, val_texts: Sequence[str], val_labels: np.ndarray,

@@ -113,7 +113,9 @@ class PromptScorer(nn.Module):
             raise ValueError(f"template {template!r}: a GPT-2 prompt must end with '{{mask}}' (the next token is scored)")
         head, rest = template.split("{text}", 1)
         mid, tail = rest.split("{mask}", 1)
-        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"] if s.strip() or s else []  # noqa: E731
+        def enc(s: str) -> list[int]:
+            return tokenizer(s, add_special_tokens=False)["input_ids"] if s else []
+
         self.head_ids, self.mid_ids, self.tail_ids = enc(head), enc(mid), enc(tail)
         verbalizer = verbalizer or default_verbalizer(labels)
         missing = [lab for lab in labels if lab not in verbalizer]

@@ -154,10 +154,8 @@ def _one(cfg: EvalConfig, task: Task, size: int | None, seed: int, fc: FitConfig
         extra["unlabelled"] = int(len(unl))
         del teacher
     pred = predict_logits(model, test.texts, device=fc.device).argmax(1)
-    from subsetlm.evaluate.models import n_parameters as _np
-
     return {"seed": seed, "train_size": len(train), **metrics(test.labels, pred, len(task.labels)),
-            "val_macro_f1": info["best_val_macro_f1"], "steps": info["steps"], "parameters": _np(model),
+            "val_macro_f1": info["best_val_macro_f1"], "steps": info["steps"], "parameters": n_parameters(model),
             "seconds": round(time.perf_counter() - t0, 2), **extra}
 
 

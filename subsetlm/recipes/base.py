@@ -135,7 +135,7 @@ class MLMRecipe(Recipe):
 
     def corrupt(self, batch, gen):
         inputs, labels = obj.mlm_corrupt(batch["input_ids"], batch["special"], mask_id=self.tokenizer.mask_token_id,
-                                         vocab_size=len(self.tokenizer), normal_ids=self.normal_ids, gen=gen,
+                                         normal_ids=self.normal_ids, gen=gen,
                                          prob=self.mask_prob)
         return {"inputs": inputs, "labels": labels}
 

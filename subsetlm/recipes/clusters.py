@@ -24,7 +24,6 @@ Example
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -83,10 +82,10 @@ def token_clusters(seqs: Sequence[np.ndarray], vocab_size: int, special_ids: Seq
     ids_seen = np.flatnonzero(seen)
     labels = np.full(vocab_size, -1, dtype=np.int32)
     normal = np.flatnonzero(~special)
-    C = int(min(n_clusters, max(2, len(ids_seen) // 2)))
-    if len(ids_seen) < 2 * 2:
+    if len(ids_seen) < 4:
         raise ValueError(f"only {len(ids_seen)} distinct non-special tokens occur in the corpus; C-RTS needs a "
                          f"larger corpus to build token clusters")
+    C = int(min(n_clusters, len(ids_seen) // 2))
     M = counts[ids_seen][:, ids_seen].astype(np.float64)
     M.data = np.log1p(M.data)
     k = int(min(dim, max(1, len(ids_seen) - 1)))
@@ -122,8 +121,3 @@ def load_clusters(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: no {CLUSTERS_FILE}; C-RTS needs the token clusters saved with its tokenizer "
                          f"(train a crts run, which builds them)")
     return np.load(f)
-
-
-def describe(labels: np.ndarray) -> str:
-    sizes = np.bincount(labels[labels >= 0])
-    return json.dumps({"n_clusters": int(len(sizes)), "min": int(sizes.min()), "max": int(sizes.max())})

@@ -128,8 +128,10 @@ class TrainData:
 
     def tokens(self, tokenizer: Any, rows: Sequence[int] | np.ndarray) -> list[np.ndarray]:
         """Token ids (no special tokens) of ``rows``; encoded once per tokenizer and cached."""
-        key = id(tokenizer)
-        cache = self._tokens.setdefault(key, {})
+        owner, cache = self._tokens.get(id(tokenizer), (None, None))
+        if owner is not tokenizer:  # a new tokenizer (an id can be reused once the old one is gone)
+            cache = {}
+            self._tokens[id(tokenizer)] = (tokenizer, cache)
         rows = [int(r) for r in rows]
         todo = sorted({r for r in rows if r not in cache})
         for start in range(0, len(todo), 2048):

@@ -22,7 +22,7 @@ Example
 >>> import torch
 >>> g = torch.Generator().manual_seed(0)
 >>> x = torch.tensor([[2, 10, 11, 12, 13, 3, 0]]); sp = (x <= 4)
->>> inp, lab = mlm_corrupt(x, sp, mask_id=4, vocab_size=20, normal_ids=torch.arange(5, 20), gen=g, prob=1.0)
+>>> inp, lab = mlm_corrupt(x, sp, mask_id=4, normal_ids=torch.arange(5, 20), gen=g, prob=1.0)
 >>> bool(((lab == -100) == sp).all())
 True
 """
@@ -49,8 +49,7 @@ def _random_tokens(shape: torch.Size, normal_ids: torch.Tensor, gen: torch.Gener
     return normal_ids[pick]
 
 
-def mlm_corrupt(input_ids: torch.Tensor, special: torch.Tensor, *, mask_id: int, vocab_size: int,
-                normal_ids: torch.Tensor, gen: torch.Generator, prob: float = 0.15,
+def mlm_corrupt(input_ids: torch.Tensor, special: torch.Tensor, *, mask_id: int, normal_ids: torch.Tensor, gen: torch.Generator, prob: float = 0.15,
                 mask_frac: float = 0.8, random_frac: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking. Returns ``(inputs, labels)``, both (B, L) int64."""
     sel = _select(special, prob, gen)

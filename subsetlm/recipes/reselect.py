@@ -139,7 +139,7 @@ class ReselectCallback(Callback):
         t1 = time.perf_counter()
         sel = select_array(X, self.cfg.budget, k=min(self.cfg.k, len(ground)), optimizer=self.cfg.optimizer,
                            sampling=self.cfg.sampling, partitions=parts if parts > 1 else 0,
-                           n_tokens=np.asarray([len(t) for t in ctx.data.tokens(ctx.tokenizer, ground)]),
+                           n_tokens=self._token_counts(ctx, ground),
                            n_jobs=self.cfg.n_jobs, seed=self.cfg.seed + self.rounds)
         rows = ground[sel.indices]
         rec = {"round": self.rounds, "step": state.step, "size": int(len(rows)), "ground": int(len(ground)),
@@ -157,6 +157,12 @@ class ReselectCallback(Callback):
                  "select %.1fs", rec["round"], state.step, len(rows), len(ground), rec["objective"],
                  rec.get("lift_over_random") or float("nan"), rec["embed_s"], rec["select_s"])
         return rows, sel.weights
+
+    def _token_counts(self, ctx: TrainContext, ground: np.ndarray) -> np.ndarray | None:
+        """Tokens per ground row, needed only for a ``tokens:N`` budget."""
+        if not str(self.cfg.budget).startswith("tokens:"):
+            return None
+        return np.asarray([len(t) for t in ctx.data.tokens(ctx.tokenizer, ground)], dtype=np.int64)
 
     def _write_round(self, ctx: TrainContext, rec: dict, rows: np.ndarray, sel: Any, X: np.ndarray | None) -> None:
         d = Path(ctx.run_dir) / "reselection"

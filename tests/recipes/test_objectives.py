@@ -24,7 +24,7 @@ def _batch(B=64, L=40, seed=0):
 
 def test_mlm_selects_15_percent_with_80_10_10_and_never_specials():
     ids, special, _ = _batch(B=256, L=64)
-    inp, lab = obj.mlm_corrupt(ids, special, mask_id=MASK, vocab_size=V, normal_ids=NORMAL,
+    inp, lab = obj.mlm_corrupt(ids, special, mask_id=MASK, normal_ids=NORMAL,
                                gen=torch.Generator().manual_seed(1))
     sel = lab != obj.IGNORE
     assert not (sel & special).any()
@@ -65,7 +65,7 @@ def test_rts_marks_exactly_the_replaced_tokens():
 def test_mlm_bad_probability_is_a_clear_error():
     ids, special, _ = _batch()
     with pytest.raises(ValueError, match="masking probability"):
-        obj.mlm_corrupt(ids, special, mask_id=MASK, vocab_size=V, normal_ids=NORMAL,
+        obj.mlm_corrupt(ids, special, mask_id=MASK, normal_ids=NORMAL,
                         gen=torch.Generator(), prob=0.0)
 
 
