@@ -6,6 +6,7 @@ keys are the stage config's fields; flags given on the command line override it.
     subsetlm embed pubmed --out store/                 # embed a corpus
     subsetlm index store/ --k 32                       # FAISS kNN graph (+ --partitions P)
     subsetlm select store/ --budget 0.25 --out subset/ # facility location, subset file
+    subsetlm retrieve store/ --task task.jsonl --method bm25 --out subset/   # task-driven (TLM)
     subsetlm export subset/ --out subset.jsonl         # selected documents
     subsetlm train --recipe bert --subset subset/ --out runs/bert   # pretrain on the subset
     subsetlm eval --model runs/bert --task pubmed-task --method finetune --out results.json
@@ -83,6 +84,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=_cmd_select)
 
+    p = sub.add_parser("retrieve", help="task-driven selection (TLM): the task's train examples retrieve corpus "
+                       "rows by BM25, dense search, or diverse FL mutual information; writes a subset file")
+    p.add_argument("corpus", nargs="+", help="embedding store directory (any method) or corpus files / source "
+                   "names (bm25 only)")
+    p.add_argument("--task", required=True, help="task JSONL (text, label, optional split) or pubmed-task; only "
+                   "its train split is used as queries")
+    p.add_argument("--method", choices=["bm25", "dense", "diverse"], help="default bm25")
+    p.add_argument("--k", type=int, help="hits per query (default: 50 / 500 / 5000 by task size, as TLM)")
+    p.add_argument("--budget", help="cap: count, fraction of the corpus or tokens:N (default: every hit; "
+                   "diverse: 0.25)")
+    p.add_argument("--out", help="subset directory to write")
+    p.add_argument("--max-query-terms", dest="max_query_terms", type=int, help="bm25: key terms kept per query "
+                   "(default 32; 0 = all)")
+    p.add_argument("--pool", choices=["bm25", "dense"], help="diverse: where the candidate pool comes from")
+    p.add_argument("--pool-factor", dest="pool_factor", type=float, help="diverse: pool size / budget (default 2)")
+    p.add_argument("--eta", type=float, help="diverse: relevance magnification (default 2)")
+    p.add_argument("--graph-k", dest="graph_k", type=int, help="diverse: neighbours per pool row (default 32)")
+    p.add_argument("--no-decontaminate", dest="decontaminate", action="store_false", default=None,
+                   help="allow rows of the task's validation/test documents")
+    p.add_argument("--embedder", help="dense/diverse: query embedder spec (default: the store's own)")
+    p.add_argument("--text-field", dest="text_field")
+    p.add_argument("--id-field", dest="id_field")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--force", action="store_true", default=None)
+    _common(p)
+    p.set_defaults(func=_cmd_retrieve)
+
     p = sub.add_parser("export", help="write a subset's documents as JSONL or Parquet")
     p.add_argument("subset")
     p.add_argument("--out", required=True, help="output file (.jsonl, .jsonl.gz or .parquet)")
@@ -93,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="pretrain a model from scratch (bert, biobert, gpt2, slm, rts, crts) on a "
                        "corpus or a subset")
-    p.add_argument("--recipe", required=True, help="bert | biobert | gpt2 | slm | rts | crts")
+    p.add_argument("--recipe", required=True, help="bert | biobert | gpt2 | slm | rts | crts | tlm")
+    p.add_argument("--task", help="tlm: task JSONL trained on jointly (then stage-2 fine-tuned)")
+    p.add_argument("--rho1", type=int, help="tlm: external batches per task batch (default 3)")
+    p.add_argument("--rho2", type=float, help="tlm: MLM weight on task batches (default 20)")
+    p.add_argument("--stage2-seeds", dest="stage2_seeds", type=int, help="tlm: stage-2 fine-tuning seeds (0 = skip)")
+    p.add_argument("--stage2-steps", dest="stage2_steps", type=int, help="tlm: stage-2 fine-tuning steps")
     p.add_argument("--corpus", nargs="+", help="store directory (needed with --subset; default: the subset's store) "
                    "or corpus files / source names (pubmed, sotu)")
     p.add_argument("--subset", help="subset file to train on")
@@ -218,6 +252,21 @@ def _cmd_select(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
+def _cmd_retrieve(args: argparse.Namespace, progress: bool) -> int:
+    from subsetlm.select.retrieval import RetrieveConfig, retrieve
+    from subsetlm.subsets import read_subset
+
+    cfg = _config(RetrieveConfig, args, ["task", "method", "k", "budget", "out", "max_query_terms", "pool",
+                                         "pool_factor", "eta", "graph_k", "decontaminate", "embedder", "text_field",
+                                         "id_field", "device", "seed", "force"], corpus=list(args.corpus))
+    path = retrieve(cfg, progress=progress)
+    m = read_subset(path).manifest
+    s = m["selection"]
+    print(f"wrote {path}: {m['size']} of {m['n_ground']} rows retrieved by {s['n_queries']} task queries "
+          f"(k={s['k']}, {s['n_union']} distinct hits, {s['n_excluded']} validation/test rows excluded)")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
     from subsetlm.subsets import export_subset, read_subset
 
@@ -235,7 +284,8 @@ def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
                                          "grad_accum", "lr", "seq_len", "weighted", "reselect_every", "warmup_steps",
                                          "layer", "reselect_budget", "reselect_mode", "init_from", "tokenizer",
                                          "limit", "save_every", "eval_every", "device", "precision", "seed",
-                                         "resume", "force"])
+                                         "resume", "force", "task", "rho1", "rho2", "stage2_seeds",
+                                         "stage2_steps"])
     import json
     import os
 

@@ -336,3 +336,35 @@ def _diff(old: Any, new: Any, prefix: str = "") -> str:
 def config_dict(cfg: EmbedConfig) -> dict[str, Any]:
     """The config as a plain dict (for logs and the CLI)."""
     return asdict(cfg)
+
+
+def store_embedder(store: EmbeddingStore | str | Path, device: str = "auto", model: str | None = None) -> Embedder:
+    """The embedder that wrote ``store``, rebuilt to embed new texts (queries) into the same space.
+
+    Parameters
+    ----------
+    store : an :class:`EmbeddingStore` or its directory.
+    model : the embedder spec, needed only for ``hf:PATH`` stores (the manifest does not
+        keep local paths); it must describe the same model.
+
+    Example
+    -------
+    >>> emb = store_embedder("runs/pubmed.store")          # doctest: +SKIP
+    >>> emb.embed(["a query"]).shape                       # doctest: +SKIP
+    (1, 384)
+    """
+    st = store if isinstance(store, EmbeddingStore) else EmbeddingStore.open(store)
+    ident = st.manifest.get("config") or {}
+    spec = model or ident.get("model_spec")
+    if not spec or spec == "hf":
+        raise ValueError(f"{st.path} was embedded with a local transformers checkpoint (hf:PATH); pass the same "
+                         f"spec to embed queries with it (--embedder hf:PATH)")
+    emb = get_embedder(spec, device=device, **dict(ident.get("embedder_options") or {}))
+    if emb.requires_fit:
+        state = st.path / _STATE_DIR
+        if not state.is_dir():
+            raise ValueError(f"{st.path} has no {_STATE_DIR}/ (the fitted {spec} state); re-embed with --force")
+        emb.load_state(state)
+    if int(emb.dim) != st.dim:
+        raise ValueError(f"embedder {spec} gives {emb.dim}-d vectors but {st.path} holds {st.dim}-d ones")
+    return emb

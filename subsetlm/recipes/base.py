@@ -10,6 +10,8 @@ gpt2       ``GPT2LMHeadModel``           causal LM on packed sequences
 slm        ``BertForMaskedLM``           swapped LM: selected tokens all replaced by random ones
 rts        ``BertForTokenClassification`` random token substitution, 2-way head on every token
 crts       ``BertForTokenClassification`` cluster-based RTS (:class:`~.objectives.ClusterGenerator`)
+tlm        ``BertForMaskedLM`` + task    TLM stage 1: retrieved rows (MLM) interleaved with task
+           head (:mod:`~.tlm`)           batches ((ρ2·MLM + CE) / (ρ2 + 1)), ρ1 external per task
 =========  ============================  ====================================================
 
 A recipe object owns the tokenizer and the model and knows how to turn token-id rows into
@@ -39,7 +41,7 @@ from subsetlm.registry import get, names, register
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("bert", "biobert", "gpt2", "slm", "rts", "crts")
+RECIPES = ("bert", "biobert", "gpt2", "slm", "rts", "crts", "tlm")
 
 
 class Recipe:
@@ -99,6 +101,13 @@ class Recipe:
         total = sum(len(s) for s in seqs)
         kept = sum(min(len(s), self.seq_len - 2) for s in seqs)
         return 0.0 if total == 0 else 1.0 - kept / total
+
+    def make_stream(self, sampler: Any, get_tokens: Any, batch_size: int, seed: int) -> Any:
+        """The loop's batch stream over ``sampler``'s rows (TLM mixes in task batches)."""
+        from subsetlm.recipes.data import BatchStream
+
+        return BatchStream(sampler, get_tokens, batch_size, packed=self.packed, seq_len=self.seq_len,
+                           sep_id=self.tokenizer.eos_token_id if self.packed else None)
 
     # ---------------------------------------------------------------- objective
     def corrupt(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, Any]:
@@ -262,7 +271,7 @@ def _tokenizer(kind: str, texts: Sequence[str], p: Preset, seq_len: int, tokeniz
 
 def build_recipe(name: str, texts: Sequence[str], *, preset: str | Preset = "tiny", seq_len: int | None = None,
                  tokenizer: Any = None, init_from: str | None = None, seed: int = 0, n_clusters: int = 100,
-                 beta: float = 2.0, mask_prob: float = 0.15) -> Recipe:
+                 beta: float = 2.0, mask_prob: float = 0.15, **extra: Any) -> Recipe:
     """Build recipe ``name``: train (or load) its tokenizer on ``texts`` and create its model.
 
     Parameters
@@ -274,14 +283,17 @@ def build_recipe(name: str, texts: Sequence[str], *, preset: str | Preset = "tin
     init_from : a run directory (or ``save_pretrained`` folder) whose weights and tokenizer
         to continue from (``biobert`` continued from ``bert``; any recipe resuming a model).
     seed : seeds the model's initial weights and the cluster map.
+    **extra : recipe-specific options (``tlm``: ``task=(texts, labels, names)``, ``rho1``, ``rho2``).
 
     Returns
     -------
     Recipe
     """
+    if name == "tlm":
+        import subsetlm.recipes.tlm  # noqa: F401  (registers itself; it builds on this module)
     return get("recipe", name)(texts, preset=get_preset(preset) if isinstance(preset, str) else preset,
                                seq_len=seq_len, tokenizer=tokenizer, init_from=init_from, seed=seed,
-                               n_clusters=n_clusters, beta=beta, mask_prob=mask_prob)
+                               n_clusters=n_clusters, beta=beta, mask_prob=mask_prob, **extra)
 
 
 def model_dir(init_from: str | Path) -> Path:

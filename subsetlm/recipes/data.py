@@ -96,6 +96,13 @@ class TrainData:
     def n(self) -> int:
         return len(self.texts)
 
+    @property
+    def fingerprint(self) -> str:
+        """The store's embedding fingerprint, or the rows' ``(id, text)`` hash for a plain corpus."""
+        from subsetlm.corpus.rows import rows_fingerprint
+
+        return str(self.store.fingerprint) if self.store is not None else rows_fingerprint(self.ids, self.texts)
+
     @classmethod
     def from_texts(cls, texts: Sequence[str], ids: Sequence[str] | None = None, doc_ids: Sequence[str] | None = None,
                    *, val_fraction: float = 0.02, max_val: int | None = 1000, seed: int = 0, store: Any = None,
@@ -159,7 +166,7 @@ def load_corpus(inputs: Sequence[str], *, text_field: str = "text", id_field: st
     -------
     TrainData
     """
-    from subsetlm.corpus.readers import CorpusConfig, iter_documents
+    from subsetlm.corpus.rows import CorpusRows
 
     inputs = [str(x) for x in inputs]
     if not inputs:
@@ -173,15 +180,9 @@ def load_corpus(inputs: Sequence[str], *, text_field: str = "text", id_field: st
         log.info("training corpus: %d rows of store %s", n, store.path)
         return TrainData.from_texts(texts, store.ids[:n], store.doc_ids[:n], val_fraction=val_fraction,
                                     max_val=max_val, seed=seed, store=store, spec=str(store.path))
-    texts, ids = [], []
-    cfg = CorpusConfig(list(inputs), text_field=text_field, id_field=id_field, max_tokens=None, limit=limit)
-    for block in iter_documents(cfg):
-        for d in block:
-            texts.append(d.text)
-            ids.append(d.id if d.id is not None else "sha1:" + hashlib.sha1(d.text.encode("utf-8")).hexdigest()[:16])
-    log.info("training corpus: %d documents from %s", len(texts), ", ".join(inputs))
-    return TrainData.from_texts(texts, ids, ids, val_fraction=val_fraction, max_val=max_val, seed=seed,
-                                spec=",".join(inputs))
+    rows = CorpusRows.read(inputs, text_field=text_field, id_field=id_field, limit=limit)
+    return TrainData.from_texts(rows.texts(range(rows.n)), rows.ids, rows.ids, val_fraction=val_fraction,
+                                max_val=max_val, seed=seed, spec=rows.path)
 
 
 class BatchStream:
@@ -229,10 +230,16 @@ class BatchStream:
         """Forget the live iterator (after ``sampler.update(immediate=True)`` or a state load)."""
         self._it = None
 
+    def next_rows(self) -> tuple[list[int], list[np.ndarray]]:
+        """(rows, their token arrays) of the next unpacked batch."""
+        if self.packed:
+            raise ValueError("next_rows() is for unpacked streams; a packed block mixes rows")
+        rows = [self._next_row() for _ in range(self.batch_size)]
+        return rows, self.get_tokens(rows)
+
     def next(self) -> list[np.ndarray]:
         if not self.packed:
-            rows = [self._next_row() for _ in range(self.batch_size)]
-            return self.get_tokens(rows)
+            return self.next_rows()[1]
         need = self.batch_size * self.seq_len
         parts = [self._buffer]
         have = len(self._buffer)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from subsetlm.recipes.callbacks import Callback, CallbackList, Control, TrainContext, TrainState
-from subsetlm.recipes.data import BatchStream, TrainData
+from subsetlm.recipes.data import TrainData
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +286,7 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
         rows, weights = data.subset_rows(rows, weights)
     sampler = SubsetSampler(np.asarray(rows), weights=weights, weighted=cfg.weighted, seed=cfg.seed)
     tok = recipe.tokenizer
-    stream = BatchStream(sampler, lambda r: data.tokens(tok, r), cfg.batch_size, packed=recipe.packed,
-                         seq_len=recipe.seq_len, sep_id=tok.eos_token_id if recipe.packed else None)
+    stream = recipe.make_stream(sampler, lambda r: data.tokens(tok, r), cfg.batch_size, cfg.seed)
     trunc = recipe.truncated_fraction(data.tokens(tok, rows[:2000]))
     if trunc > 0.05:
         log.warning("%.0f%% of the training tokens lie outside one seq_len=%d window of their row; long rows are "

@@ -49,6 +49,10 @@ class TrainRunConfig:
     reselect_every / warmup_steps / layer : INGENIOUS re-selection (either of the first two
         turns it on); ``reselect_*`` fields tune it (see :class:`~.reselect.ReselectConfig`).
     init_from : continue from a run's model (biobert from a bert run); its tokenizer is used.
+    task / rho1 / rho2 : ``tlm`` only: the task JSONL (its train split is trained on jointly),
+        external batches per task batch, and the MLM weight of task batches.
+    stage2_* : ``tlm`` only: stage 2 (fine-tuning on the task alone with a fresh head, as
+        ``subsetlm eval --method finetune``) at the end of the run; ``stage2_seeds=0`` skips it.
     """
 
     recipe: str = "bert"
@@ -88,6 +92,12 @@ class TrainRunConfig:
     reselect_mode: str = "reembed"
     reselect_sampling: str = "taylor-softmax"
     reselect_optimizer: str = "lazy"
+    task: str | None = None
+    rho1: int = 3
+    rho2: float = 20.0
+    stage2_seeds: int = 1
+    stage2_steps: int = 400
+    stage2_lr: float = 3e-4
     resume: bool = False
     force: bool = False
 
@@ -100,6 +110,11 @@ class TrainRunConfig:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
         if not self.out:
             raise ValueError("no run directory given: pass --out RUN")
+        if (self.recipe == "tlm") != bool(self.task):
+            raise ValueError("--task goes with --recipe tlm (joint task + MLM training): pass both or neither")
+        if self.recipe == "tlm" and self.reselect:
+            raise ValueError("the tlm recipe trains on a retrieved subset (subsetlm retrieve); re-selection "
+                             "(--reselect-every / --warmup-steps) does not apply")
         if self.subset and self.reselect:
             raise ValueError("--subset and re-selection (--reselect-every / --warmup-steps) exclude each other: "
                              "re-selection warms up on all data and selects its own subsets")
@@ -174,17 +189,27 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
                        val_fraction=cfg.val_fraction, max_val=cfg.max_val, seed=cfg.seed)
     rows = weights = None
     if sub is not None:
-        if data.store is None:
-            raise ValueError(f"--subset {cfg.subset} indexes the rows of an embedding store, but --corpus "
-                             f"{', '.join(corpus)} is not a store; pass the store the subset was selected from")
         from subsetlm.subsets.format import check_against_store
 
-        check_against_store(sub, data.store)
+        if data.store is not None:
+            check_against_store(sub, data.store)
+        else:  # a subset of a plain corpus (BM25 retrieval): rows are its documents in reading order
+            from subsetlm.corpus.rows import CorpusRows
+
+            check_against_store(sub, CorpusRows.from_texts(data.texts, data.ids, spec=data.spec))
         rows, weights = data.subset_rows(sub.indices, sub.weights)
     tok_dir = run / "tokenizer"
     tokenizer = str(tok_dir) if (tok_dir / "tokenizer_config.json").is_file() else cfg.tokenizer
-    recipe = build_recipe(cfg.recipe, [data.texts[i] for i in data.train_rows], preset=preset, seq_len=cfg.seq_len,
-                          tokenizer=tokenizer, init_from=cfg.init_from, seed=cfg.seed, n_clusters=cfg.n_clusters)
+    extra, fit_rows = {}, data.train_rows
+    if cfg.recipe == "tlm":
+        from subsetlm.evaluate.task import load_task
+
+        task = load_task(cfg.task)
+        extra = {"task": (task.train.texts, task.train.labels, task.labels), "rho1": cfg.rho1, "rho2": cfg.rho2}
+        fit_rows = data.train_rows if rows is None else rows  # TLM's vocabulary: what it trains on
+    recipe = build_recipe(cfg.recipe, [data.texts[i] for i in fit_rows], preset=preset, seq_len=cfg.seq_len,
+                          tokenizer=tokenizer, init_from=cfg.init_from, seed=cfg.seed, n_clusters=cfg.n_clusters,
+                          **extra)
     if world > 1:
         import torch.distributed as td
 
@@ -217,9 +242,24 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
                "val_rows": int(len(data.val_rows)), "final_eval": res.final_eval,
                "flops_estimate": 6.0 * res.state.tokens_seen * n_params,
                "wall_s": round(time.perf_counter() - t0, 2), "subset": cfg.subset}
+    if cfg.recipe == "tlm" and cfg.stage2_seeds > 0 and rank == 0:
+        results["stage2"] = _stage2(cfg, run, progress)
     if rank == 0:
         _io.write_json_atomic(run / "results.json", results)
         (run / _io.SUCCESS).write_text("")
     log.info("trained %s (%s, %.2fM parameters) for %d steps -> %s", cfg.recipe, cfg.preset, n_params / 1e6,
              res.state.step, run)
     return run
+
+
+def _stage2(cfg: TrainRunConfig, run: Path, progress: bool) -> dict:
+    """TLM stage 2: fine-tune the stage-1 encoder on the task alone with a fresh head (``RUN/stage2.json``)."""
+    from subsetlm.evaluate.run import EvalConfig, evaluate_model
+
+    ev = evaluate_model(EvalConfig(model=str(run), task=str(cfg.task), method="finetune", out=str(run / "stage2.json"),
+                                   seeds=cfg.stage2_seeds, max_steps=cfg.stage2_steps, lr=cfg.stage2_lr,
+                                   device=cfg.device), progress=progress)
+    r = ev["results"]["all"]
+    log.info("TLM stage 2 (fine-tuning, %d seed(s)): test macro-F1 %.4f ± %.4f, accuracy %.4f", cfg.stage2_seeds,
+             r["macro_f1"]["mean"], r["macro_f1"]["std"], r["accuracy"]["mean"])
+    return {"macro_f1": r["macro_f1"], "accuracy": r["accuracy"], "file": "stage2.json"}

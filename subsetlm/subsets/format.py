@@ -195,6 +195,7 @@ def write_subset(
     manifest: dict,
     stats: dict | None = None,
     overwrite: bool = False,
+    extra_tables: dict[str, pa.Table] | None = None,
 ) -> Path:
     """Write a subset directory atomically (``_SUCCESS`` last).
 
@@ -223,6 +224,9 @@ def write_subset(
         Free-form timings for ``stats.json`` (not part of the deterministic output).
     overwrite : bool
         Replace an existing ``path``; otherwise it raises ``FileExistsError``.
+    extra_tables : {file name: pyarrow.Table}, optional
+        More Parquet files written into the directory with the same deterministic
+        settings (``subsetlm retrieve`` adds ``provenance.parquet``).
 
     Returns
     -------
@@ -310,6 +314,10 @@ def write_subset(
 
     with atomic_dir(path, overwrite=overwrite) as tmp:
         pq.write_table(table, tmp / TABLE_FILE, **_PARQUET_KW)
+        for name, extra in (extra_tables or {}).items():
+            if Path(name).name != name or name in (TABLE_FILE, MANIFEST_FILE, STATS_FILE, SUCCESS):
+                raise SubsetError(f"write_subset: extra table name {name!r} must be a new plain file name")
+            pq.write_table(extra, tmp / name, **_PARQUET_KW)
         (tmp / MANIFEST_FILE).write_text(manifest_text, encoding="utf-8")
         st = dict(stats or {})
         st.setdefault("write_seconds", time.perf_counter() - t0)
