@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", dest="init_from", help="continue from a run's model (biobert from a bert run)")
     p.add_argument("--tokenizer", help="reuse a saved tokenizer folder instead of training one")
     p.add_argument("--limit", type=int, help="use only the first N corpus documents / store rows")
+    p.add_argument("--text-field", dest="text_field", help="corpus files: the text field (default text)")
+    p.add_argument("--id-field", dest="id_field", help="corpus files: the document id field (default: content "
+                   "hashes; must match the one a subset of the corpus was made with)")
     p.add_argument("--save-every", dest="save_every", type=int)
     p.add_argument("--eval-every", dest="eval_every", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -285,7 +288,7 @@ def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
                                          "layer", "reselect_budget", "reselect_mode", "init_from", "tokenizer",
                                          "limit", "save_every", "eval_every", "device", "precision", "seed",
                                          "resume", "force", "task", "rho1", "rho2", "stage2_seeds",
-                                         "stage2_steps"])
+                                         "stage2_steps", "text_field", "id_field"])
     import json
     import os
 

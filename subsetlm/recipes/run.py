@@ -196,7 +196,16 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
         else:  # a subset of a plain corpus (BM25 retrieval): rows are its documents in reading order
             from subsetlm.corpus.rows import CorpusRows
 
-            check_against_store(sub, CorpusRows.from_texts(data.texts, data.ids, spec=data.spec))
+            from subsetlm.subsets.format import SubsetStoreMismatch
+
+            try:
+                check_against_store(sub, CorpusRows.from_texts(data.texts, data.ids, spec=data.spec))
+            except SubsetStoreMismatch as e:
+                made = sub.manifest.get("config", {})
+                raise SubsetStoreMismatch(
+                    f"{e}. A subset of a plain corpus indexes its documents in reading order: train on the same "
+                    f"files with the same --text-field/--id-field as the subset was made with (text_field="
+                    f"{made.get('text_field')!r}, id_field={made.get('id_field')!r})") from None
         rows, weights = data.subset_rows(sub.indices, sub.weights)
     tok_dir = run / "tokenizer"
     tokenizer = str(tok_dir) if (tok_dir / "tokenizer_config.json").is_file() else cfg.tokenizer

@@ -170,9 +170,9 @@ class TLMRecipe(MLMRecipe):
         tl = batch.get("task_labels")
         out = model(input_ids=c["inputs"].to(device), attention_mask=batch["attention_mask"].to(device),
                     labels=c["labels"].to(device), task_labels=None if tl is None else tl.to(device))
-        stats: dict[str, float] = {"n_targets": int((c["labels"] != -100).sum()), "mlm_loss": float(out.mlm_loss)}
+        stats: dict[str, float] = {"n_targets": int((c["labels"] != -100).sum()), "mlm_loss": float(out.mlm_loss.detach())}
         if out.task_loss is not None:
-            stats["task_loss"] = float(out.task_loss)
+            stats["task_loss"] = float(out.task_loss.detach())
             stats["task_accuracy"] = float((out.task_logits.argmax(-1).cpu() == tl).float().mean())
         return out.loss, stats
 
