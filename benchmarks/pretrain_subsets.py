@@ -30,6 +30,7 @@ import argparse
 import gzip
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -122,7 +123,8 @@ def main() -> None:
                         datefmt="%H:%M:%S")
     for noisy in ("faiss", "numba", "sentence_transformers", "transformers", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)  # expected head/pooler load reports
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # survives transformers' own logger set-up  # expected head/pooler load reports
     cfg = dict(PRESETS[a.preset])
     if a.quick:
         cfg.update(n_docs=600, steps=60, ft_steps=40, warmup_steps=20, reselect_every=20)

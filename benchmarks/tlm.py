@@ -35,6 +35,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,7 @@ def main() -> None:
     for noisy in ("faiss", "numba", "sentence_transformers", "urllib3", "filelock", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # survives transformers' own logger set-up
     cfg = dict(PRESETS[a.preset])
     if a.quick:
         cfg.update(n_train=200, n_val=100, n_test=200, n_pubmed=300, sotu_words=60_000, steps=40, ft_steps=30)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -343,6 +344,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         # transformers' checkpoint load reports (e.g. an MLM head left out when a backbone is loaded for
         # fine-tuning) are expected here; -vv shows them
         logging.getLogger("transformers").setLevel(logging.ERROR)
+        # transformers resets its logger's level when it is first imported (after this runs);
+        # its environment variable survives that
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -141,3 +141,34 @@ def test_task_goes_with_tlm_only(tmp_path):
         TrainRunConfig(recipe="bert", task="t.jsonl", out=str(tmp_path)).validate()
     with pytest.raises(ValueError, match="--task goes with --recipe tlm"):
         TrainRunConfig(recipe="tlm", out=str(tmp_path)).validate()
+
+
+def test_interrupted_tlm_run_resumes_to_the_same_weights(tmp_path, data):
+    """The mixed stream (both samplers and the cycle counter) is in the checkpoint."""
+    from subsetlm.recipes.callbacks import Callback
+    from subsetlm.recipes.loop import TrainConfig, train
+
+    class StopAt(Callback):
+        def on_step_end(self, state, control, ctx):
+            control.should_stop = state.step == 7
+
+    texts = [" ".join(WORDS[k].split() * 2) for k in sorted(WORDS)] * 10
+    labels = np.arange(30) % 3
+
+    def recipe(tok=None):
+        from subsetlm.recipes.base import build_recipe
+
+        return build_recipe("tlm", [data.texts[i] for i in data.train_rows], preset="tiny", seq_len=32, seed=0,
+                            tokenizer=tok, task=(texts, labels, ["a", "b", "c"]), rho1=2)
+
+    def cfg(out):
+        return TrainConfig(out=str(out), steps=12, batch_size=6, lr=2e-3, log_every=3, save_every=3, eval_batches=2)
+
+    full = train(recipe(), data, cfg(tmp_path / "full"))
+    train(recipe(), data, cfg(tmp_path / "cut"), callbacks=[StopAt()])
+    res = train(recipe(str(tmp_path / "cut" / "model")), data, cfg(tmp_path / "cut"), resume=True)
+    assert res.state.step == 12 and res.state.tokens_seen == full.state.tokens_seen
+    a = torch.load(tmp_path / "full" / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(k.startswith("head.") for k in a)  # the task head is trained and checkpointed too

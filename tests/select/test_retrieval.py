@@ -239,3 +239,39 @@ def test_diverse_retrieval_on_a_store_is_less_redundant_than_bm25(tmp_path):
     assert len(set(st.texts(outs["diverse"].indices))) > len(set(st.texts(outs["bm25"].indices)))
     assert outs["diverse"].manifest["certificate"]["ratio"] > 0.5
     assert read_provenance(tmp_path / "diverse").num_rows == 8
+
+
+def test_dense_retrieval_on_a_store_and_a_token_budget(tmp_path):
+    from subsetlm.cli import main
+    from subsetlm.embed import EmbeddingStore
+    from subsetlm.subsets import read_subset
+
+    corpus, docs = _corpus(tmp_path)
+    store = tmp_path / "store"
+    assert main(["embed", str(corpus), "--out", str(store), "--model", "hashing", "--id-field", "id", "-q"]) == 0
+    st = EmbeddingStore.open(store)
+    task = _task(tmp_path)
+    out = retrieve(RetrieveConfig(corpus=[str(store)], task=str(task), out=str(tmp_path / "d"), method="dense", k=3))
+    sub = read_subset(out, store=st)
+    prov = read_provenance(out).to_pydict()
+    first = {q: st.doc_ids[i] for q, i, r in zip(prov["query"], prov["index"], prov["rank"]) if r == 0}
+    assert first[0].startswith("cardio") and first[1].startswith("onco") and first[2].startswith("neuro")
+    assert sub.gains.max() <= 1.0 + 1e-6  # cosine scores
+    tok = retrieve(RetrieveConfig(corpus=[str(store)], task=str(task), out=str(tmp_path / "t"), k=10,
+                                  budget="tokens:40"))
+    n_tok = st.n_tokens[read_subset(tok).indices]
+    assert n_tok.sum() <= 40 and read_subset(tok).size >= 2
+
+
+def test_write_subset_refuses_extra_tables_that_would_clobber_its_files(tmp_path):
+    import pyarrow as pa
+
+    from subsetlm.corpus.rows import CorpusRows
+    from subsetlm.subsets import write_subset
+    from subsetlm.subsets.format import SubsetError
+
+    rows = CorpusRows.from_texts(["a", "b"], ["x", "y"])
+    with pytest.raises(SubsetError, match="extra table name"):
+        write_subset(tmp_path / "s", store=rows, indices=np.array([1]), gains=np.ones(1), manifest={},
+                     extra_tables={"subset.parquet": pa.table({"a": [1]})})
+    assert not (tmp_path / "s").exists()  # nothing half-written
