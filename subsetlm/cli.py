@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", dest="n_jobs", type=int)
     p.add_argument("--epsilon", type=float, help="stochastic greedy's epsilon (default 0.01)")
     p.add_argument("--queries", help="fl-mi only: store directory or .npy of query embeddings")
+    p.add_argument("--backend", choices=["local", "ray"], help="where partitions are solved (default local; ray "
+                   "needs --partitions and pip install 'subsetlm[ray]')")
+    p.add_argument("--ray-address", dest="ray_address", help="ray: auto | HOST:PORT (default: RAY_ADDRESS or a "
+                   "local instance)")
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
@@ -241,7 +245,8 @@ def _cmd_select(args: argparse.Namespace, progress: bool) -> int:
     from subsetlm.select.api import SelectConfig, select
 
     cfg = _config(SelectConfig, args, ["budget", "out", "function", "optimizer", "sampling", "kernel", "k",
-                                       "partitions", "n_jobs", "epsilon", "queries", "seed", "force"],
+                                       "partitions", "n_jobs", "epsilon", "queries", "seed", "force", "backend",
+                                       "ray_address"],
                   store=args.store)
     path = select(cfg, progress=progress)
     from subsetlm.subsets import read_subset

@@ -49,6 +49,9 @@ class SelectConfig:
     sampling : ``topk`` (greedy order) or ``taylor-softmax`` (INGENIOUS gain sampling).
     queries : for ``fl-mi``: a store directory or ``.npy`` file of query embeddings.
     source_proportions : optional ``{source: fraction}`` of the budget per corpus source.
+    backend : ``local`` (worker processes) or ``ray`` (one Ray task per partition, on the
+        cluster at ``ray_address``: ``auto``, ``HOST:PORT``, or None for ``RAY_ADDRESS`` / a
+        local instance); needs ``partitions > 1``. Same subset file either way.
     """
 
     store: str = ""
@@ -66,6 +69,8 @@ class SelectConfig:
     seed: int = 0
     queries: str | None = None
     source_proportions: dict[str, float] | None = None
+    backend: str = "local"
+    ray_address: str | None = None
     force: bool = False
 
     def validate(self) -> None:
@@ -79,6 +84,11 @@ class SelectConfig:
             raise ValueError(f"k={self.k}; the kNN graph needs k >= 1 (32 is a good default)")
         if self.partitions < 0:
             raise ValueError(f"partitions={self.partitions}; use 0 for none or a positive count")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend={self.backend!r}; choose local or ray")
+        if self.backend == "ray" and (self.partitions <= 1 or self.function != "facility-location"):
+            raise ValueError("the ray backend runs one task per partition of facility location: pass "
+                             "--partitions P (P > 1), or use --backend local")
         if self.function == "fl-mi" and not self.queries:
             raise ValueError("function='fl-mi' selects samples that cover a query set: pass --queries STORE_OR_NPY")
 
@@ -118,6 +128,7 @@ def select_array(
     index_kind: str = "auto",
     graph: Any = None,
     progress: bool = False,
+    executor: Any = None,
 ) -> Selection:
     """Select a facility-location subset of the rows of ``X``.
 
@@ -127,6 +138,7 @@ def select_array(
     budget : count, fraction in (0, 1], or ``"tokens:N"`` (needs ``n_tokens``).
     graph : a precomputed :class:`~subsetlm.index.KNNGraph` (skips the FAISS search).
     partitions : number of k-means partitions, or a precomputed ``(n,)`` label array.
+    executor : where partitions are solved (see :func:`~.partitioned.partitioned_greedy`).
 
     Returns
     -------
@@ -145,7 +157,8 @@ def select_array(
 
     if labels is not None and len(np.unique(labels)) > 1:
         return _select_partitioned(X, labels, count, k=k, optimizer=optimizer, sampling=sampling,
-                                   n_jobs=n_jobs, epsilon=epsilon, seed=seed, progress=progress, info=info)
+                                   n_jobs=n_jobs, epsilon=epsilon, seed=seed, progress=progress, info=info,
+                                   executor=executor)
 
     fn = _facility_location(X, kernel=kernel, k=k, index_kind=index_kind, graph=graph, seed=seed, progress=progress)
     costs = None if cost_budget is None else np.asarray(n_tokens, dtype=np.float64)
@@ -208,7 +221,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     out = Path(cfg.out)
     store = EmbeddingStore.open(cfg.store)
     config = asdict(cfg)
-    for volatile in ("force", "out", "n_jobs"):  # where and how fast, not what: keep manifests identical
+    for volatile in ("force", "out", "n_jobs", "backend", "ray_address"):  # where and how, not what: same manifests
         config.pop(volatile)
     if out.exists() and not cfg.force:
         if _io.is_complete(out):
@@ -222,7 +235,8 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     timings: dict[str, float] = {}
     if cfg.function == "facility-location":
         graph = None
-        if cfg.kernel == "sparse":
+        if cfg.kernel == "sparse" and not cfg.source_proportions and cfg.partitions <= 1:
+            # one global problem: the store's cached graph (partitions build their own, smaller ones)
             from subsetlm.index import IndexConfig, build_store_graph, load_store_graph
 
             t = time.perf_counter()
@@ -239,10 +253,12 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
             labels = build_store_partitions(store, cfg.partitions, seed=cfg.seed)
             timings["partitions_s"] = time.perf_counter() - t
         t = time.perf_counter()
+        from subsetlm.distributed import executor_for
+
         sel = select_array(store.embeddings, cfg.budget, k=cfg.k, optimizer=cfg.optimizer, kernel=cfg.kernel,
                            sampling=cfg.sampling, partitions=labels, n_tokens=store.n_tokens, n_jobs=cfg.n_jobs,
                            epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,
-                           progress=progress)
+                           progress=progress, executor=executor_for(cfg.backend, cfg.ray_address))
         timings["select_s"] = time.perf_counter() - t
     else:
         t = time.perf_counter()
@@ -320,11 +336,12 @@ def _facility_location(X, *, kernel, k, index_kind, graph, seed, progress):
     return SparseFacilityLocation(graph)
 
 
-def _select_partitioned(X, labels, count, *, k, optimizer, sampling, n_jobs, epsilon, seed, progress, info):
+def _select_partitioned(X, labels, count, *, k, optimizer, sampling, n_jobs, epsilon, seed, progress, info,
+                        executor=None):
     from subsetlm.select.partitioned import partitioned_greedy
 
     res = partitioned_greedy(X, labels, count, k=k, optimizer=optimizer, n_jobs=n_jobs, seed=seed,
-                             sampling=sampling, epsilon=epsilon, progress=progress)
+                             sampling=sampling, epsilon=epsilon, progress=progress, executor=executor)
     info["n_partitions"] = int(len(np.unique(labels)))
     cert = {
         "objective": float(res.objective),

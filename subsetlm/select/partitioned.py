@@ -192,7 +192,8 @@ def _solve(task: dict) -> dict:
 def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: int = 32,
                        optimizer: str = "lazy", n_jobs: int = 2, seed: int = 0, sampling: str = "topk",
                        epsilon: float = 0.01, kernel: str = "sparse", cap: int | None = None,
-                       normalize: str = "none", progress: bool = False) -> PartitionedResult:
+                       normalize: str = "none", progress: bool = False,
+                       executor: Callable | None = None) -> PartitionedResult:
     """Facility location per partition, budget split by partition size, solved in parallel.
 
     Parameters
@@ -213,6 +214,9 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
         ``max``, ``minmax``; see :mod:`subsetlm.select.sampling`).
     progress : accepted for API symmetry; workers draw no bars (each partition's timing is
         in ``info['partition_seconds']``).
+    executor : ``run(func, tasks) -> results`` in task order, to run the per-partition tasks
+        elsewhere (``subsetlm.distributed.ray_backend.ray_executor``); ``None`` = local processes.
+        The result does not depend on it.
 
     Returns
     -------
@@ -269,7 +273,9 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
                     raise ValueError(f"X contains NaN or inf (first at row {bad}); drop or re-embed those rows")
                 task["source"] = Xp
         tasks.append(task)
-    if n_jobs == 1 or len(tasks) <= 1:
+    if executor is not None:
+        results = list(executor(_solve, tasks))
+    elif n_jobs == 1 or len(tasks) <= 1:
         results = [_solve(t) for t in tasks]
     else:
         with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks)), mp_context=get_context("spawn")) as ex:

@@ -1,0 +1,123 @@
+"""The Ray backend on a real multi-node Ray cluster on this machine (head + one worker node).
+
+Skipped when Ray is not installed (``pip install 'subsetlm[ray]'``); CI installs the
+dev and bench extras only. Run with ``.venv/bin/python -m pytest tests/distributed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+# the cluster's workers cannot import this test module: ship its helpers by value
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """``ray start --head`` on 127.0.0.1 plus a second node process joined to it; stopped afterwards."""
+    if shutil.which(RAY) is None and not Path(RAY).exists():
+        pytest.skip("the ray command is not installed next to this Python")
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("ray")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2 ** 20), "--disable-usage-stats"]
+    subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--include-dashboard", "false", "--temp-dir", str(tmp), *common],
+                   check=True, env=env, capture_output=True, timeout=180)
+    address = f"127.0.0.1:{port}"
+    try:
+        subprocess.run([RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
+                       check=True, env=env, capture_output=True, timeout=180)
+        ray.init(address=address, log_to_driver=False)
+        for _ in range(60):  # wait for both nodes
+            if len([n for n in ray.nodes() if n["Alive"]]) >= 2:
+                break
+            __import__("time").sleep(1)
+        assert len([n for n in ray.nodes() if n["Alive"]]) >= 2
+        yield address
+    finally:
+        ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _store(tmp: Path) -> Path:
+    from subsetlm.cli import main
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    p = tmp / "c.jsonl"
+    with open(p, "w") as fh:
+        for i in range(600):
+            topic = i % 6
+            fh.write(json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(words[topic * 50:(topic + 1) * 50], 20))})
+                     + "\n")
+    store = tmp / "store"
+    assert main(["embed", str(p), "--out", str(store), "--model", "hashing", "--id-field", "id", "-q"]) == 0
+    return store
+
+
+def test_ray_backend_writes_the_same_subset_file_as_local(cluster, tmp_path):
+    from subsetlm.select.api import SelectConfig, select
+
+    store = _store(tmp_path)
+    kw = dict(store=str(store), budget="60", k=8, partitions=4, seed=3)
+    a = select(SelectConfig(out=str(tmp_path / "local"), **kw))
+    b = select(SelectConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, **kw))
+    for f in ("subset.parquet", "manifest.json"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_result_is_unchanged(cluster, tmp_path):
+    from subsetlm.distributed.ray_backend import ray_executor
+    from subsetlm.select.partitioned import partitioned_greedy
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    labels = np.arange(400) % 4
+    want = partitioned_greedy(X, labels, 40, k=8, n_jobs=1, seed=0)
+    marker = tmp_path / "killed-once"
+    run = ray_executor(cluster, max_retries=3)
+    got = partitioned_greedy(X, labels, 40, k=8, seed=0, executor=lambda f, tasks: run(_dies_once(f, marker), tasks))
+    assert marker.exists()  # a worker process really died
+    assert np.array_equal(got.indices, want.indices) and got.objective == want.objective
+
+
+class _dies_once:
+    """Wraps a task function: the first call anywhere on the cluster kills its worker process."""
+
+    def __init__(self, func, marker: Path):
+        self.func, self.marker = func, str(marker)
+
+    def __call__(self, task):
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return self.func(task)
+        os.close(fd)
+        os._exit(1)  # the worker dies without a Python exception: Ray sees a system failure and retries
+
+
+def test_select_cli_ray_backend_needs_partitions(tmp_path):
+    from subsetlm.select.api import SelectConfig
+
+    with pytest.raises(ValueError, match="--partitions"):
+        SelectConfig(store="s", out="o", backend="ray").validate()
