@@ -43,8 +43,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
 
 
-def update_section(name: str, markdown: str) -> Path:
-    """Replace (or append) the ``name`` section of docs/benchmarks.md with ``markdown``."""
+def update_section(name: str, markdown: str, doc: Path | None = None) -> Path:
+    """Replace (or append) the ``name`` section of docs/benchmarks.md (or ``doc``) with ``markdown``."""
+    DOC = doc or globals()["DOC"]  # noqa: N806
     DOC.parent.mkdir(parents=True, exist_ok=True)
     lock = DOC.with_suffix(".lock")
     with open(lock, "w") as lk:

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float16", "float32"])
     p.add_argument("--limit", type=int, help="embed only the first N documents")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing store")
+    p.add_argument("--backend", choices=["local", "ray"], help="ray: shards embedded by Ray actors (pip install "
+                   "'subsetlm[ray]')")
+    p.add_argument("--ray-address", dest="ray_address", help="ray: auto | HOST:PORT")
+    p.add_argument("--ray-actors", dest="ray_actors", type=int, help="ray: embedding actors (default 2)")
     _common(p)
     p.set_defaults(func=_cmd_embed)
 
@@ -80,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", dest="n_jobs", type=int)
     p.add_argument("--epsilon", type=float, help="stochastic greedy's epsilon (default 0.01)")
     p.add_argument("--queries", help="fl-mi only: store directory or .npy of query embeddings")
+    p.add_argument("--merge", type=float, help="with --partitions: GreeDi merge factor F >= 1 (each partition "
+                   "picks F x its share, then a weighted greedy over the winners; default 0 = off)")
     p.add_argument("--backend", choices=["local", "ray"], help="where partitions are solved (default local; ray "
                    "needs --partitions and pip install 'subsetlm[ray]')")
     p.add_argument("--ray-address", dest="ray_address", help="ray: auto | HOST:PORT (default: RAY_ADDRESS or a "
@@ -216,7 +222,7 @@ def _cmd_embed(args: argparse.Namespace, progress: bool) -> int:
     from subsetlm.embed import EmbedConfig, embed_corpus
 
     cfg = _config(EmbedConfig, args, ["out", "model", "text_field", "id_field", "max_tokens", "batch_size",
-                                      "device", "dtype", "limit", "force"],
+                                      "device", "dtype", "limit", "force", "backend", "ray_address", "ray_actors"],
                   inputs=list(args.inputs) or None)
     store = embed_corpus(cfg, progress=progress)
     print(store.summary() if hasattr(store, "summary") else f"wrote {store.path}: {store.n} samples x {store.dim}")
@@ -246,7 +252,7 @@ def _cmd_select(args: argparse.Namespace, progress: bool) -> int:
 
     cfg = _config(SelectConfig, args, ["budget", "out", "function", "optimizer", "sampling", "kernel", "k",
                                        "partitions", "n_jobs", "epsilon", "queries", "seed", "force", "backend",
-                                       "ray_address"],
+                                       "ray_address", "merge"],
                   store=args.store)
     path = select(cfg, progress=progress)
     from subsetlm.subsets import read_subset

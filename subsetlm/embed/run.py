@@ -82,6 +82,9 @@ class EmbedConfig:
         ``dim``, ``projection``, ``seed`` ...).
     block_size : int, default 1024
         Documents per reader block.
+    backend : {"local", "ray"}, default "local"
+        ``ray``: shards are embedded by ``ray_actors`` Ray actors on the cluster at
+        ``ray_address`` (:mod:`subsetlm.distributed.ray_embed`); same store layout, resumable.
     """
 
     inputs: list[str]
@@ -98,6 +101,9 @@ class EmbedConfig:
     force: bool = False
     embedder_options: dict[str, Any] = field(default_factory=dict)
     block_size: int = 1024
+    backend: str = "local"
+    ray_address: str | None = None
+    ray_actors: int = 2
 
 
 def _check_cfg(cfg: EmbedConfig) -> None:
@@ -105,6 +111,8 @@ def _check_cfg(cfg: EmbedConfig) -> None:
         cfg.inputs = [cfg.inputs]
     if not cfg.inputs:
         raise ValueError("EmbedConfig.inputs is empty; give at least one corpus file, folder or source name")
+    if cfg.backend not in ("local", "ray"):
+        raise ValueError(f"EmbedConfig.backend={cfg.backend!r}; expected local or ray")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"EmbedConfig.dtype={cfg.dtype!r}; expected one of {', '.join(DTYPES)}")
     for name in ("batch_size", "shard_size", "block_size"):
@@ -258,17 +266,31 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         t_embed = 0.0
         k = len(done)
         try:
-            for shard in _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, n_done):
-                t1 = time.perf_counter()
-                texts = [s.text for s in shard]
-                parts = []
-                for s0 in range(0, len(texts), _PROGRESS_STEP):  # length-sorted within each part
-                    parts.append(emb.embed(texts[s0:s0 + _PROGRESS_STEP], batch_size=cfg.batch_size))
-                    if bar is not None:
-                        bar.update(len(parts[-1]))
-                X = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            shards = _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, n_done)
+            if cfg.backend == "ray":
+                from subsetlm.distributed.ray_embed import embed_shards
+
+                pairs = embed_shards(shards, spec=cfg.model, options=cfg.embedder_options,
+                                     state_dir=d / _STATE_DIR if emb.requires_fit else None,
+                                     batch_size=cfg.batch_size, device=cfg.device if cfg.device != "auto" else "cpu",
+                                     address=cfg.ray_address, n_actors=cfg.ray_actors)
+            else:
+                pairs = ((shard, None) for shard in shards)
+            t1 = time.perf_counter()
+            for shard, X in pairs:
+                if X is None:
+                    texts = [s.text for s in shard]
+                    parts = []
+                    for s0 in range(0, len(texts), _PROGRESS_STEP):  # length-sorted within each part
+                        parts.append(emb.embed(texts[s0:s0 + _PROGRESS_STEP], batch_size=cfg.batch_size))
+                        if bar is not None:
+                            bar.update(len(parts[-1]))
+                    X = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                elif bar is not None:
+                    bar.update(len(shard))
                 t_embed += time.perf_counter() - t1
                 writer.write(k, X, shard)
+                t1 = time.perf_counter()
                 if _after_shard is not None:
                     _after_shard(k)
                 k += 1

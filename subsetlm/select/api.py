@@ -49,6 +49,8 @@ class SelectConfig:
     sampling : ``topk`` (greedy order) or ``taylor-softmax`` (INGENIOUS gain sampling).
     queries : for ``fl-mi``: a store directory or ``.npy`` file of query embeddings.
     source_proportions : optional ``{source: fraction}`` of the budget per corpus source.
+    merge : with partitions: 0 = none, F >= 1 = GreeDi merge (each partition picks F × its
+        share, a weighted facility-location greedy over the winners picks the final subset).
     backend : ``local`` (worker processes) or ``ray`` (one Ray task per partition, on the
         cluster at ``ray_address``: ``auto``, ``HOST:PORT``, or None for ``RAY_ADDRESS`` / a
         local instance); needs ``partitions > 1``. Same subset file either way.
@@ -69,6 +71,7 @@ class SelectConfig:
     seed: int = 0
     queries: str | None = None
     source_proportions: dict[str, float] | None = None
+    merge: float = 0.0
     backend: str = "local"
     ray_address: str | None = None
     force: bool = False
@@ -129,6 +132,7 @@ def select_array(
     graph: Any = None,
     progress: bool = False,
     executor: Any = None,
+    merge: float = 0.0,
 ) -> Selection:
     """Select a facility-location subset of the rows of ``X``.
 
@@ -158,7 +162,7 @@ def select_array(
     if labels is not None and len(np.unique(labels)) > 1:
         return _select_partitioned(X, labels, count, k=k, optimizer=optimizer, sampling=sampling,
                                    n_jobs=n_jobs, epsilon=epsilon, seed=seed, progress=progress, info=info,
-                                   executor=executor)
+                                   executor=executor, merge=merge)
 
     fn = _facility_location(X, kernel=kernel, k=k, index_kind=index_kind, graph=graph, seed=seed, progress=progress)
     costs = None if cost_budget is None else np.asarray(n_tokens, dtype=np.float64)
@@ -223,6 +227,8 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     config = asdict(cfg)
     for volatile in ("force", "out", "n_jobs", "backend", "ray_address"):  # where and how, not what: same manifests
         config.pop(volatile)
+    if not cfg.merge:  # added after schema 1 subsets were written: keep their configs comparable
+        config.pop("merge")
     if out.exists() and not cfg.force:
         if _io.is_complete(out):
             existing = read_subset(out, store=store)
@@ -258,7 +264,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
         sel = select_array(store.embeddings, cfg.budget, k=cfg.k, optimizer=cfg.optimizer, kernel=cfg.kernel,
                            sampling=cfg.sampling, partitions=labels, n_tokens=store.n_tokens, n_jobs=cfg.n_jobs,
                            epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,
-                           progress=progress, executor=executor_for(cfg.backend, cfg.ray_address))
+                           progress=progress, executor=executor_for(cfg.backend, cfg.ray_address), merge=cfg.merge)
         timings["select_s"] = time.perf_counter() - t
     else:
         t = time.perf_counter()
@@ -337,19 +343,23 @@ def _facility_location(X, *, kernel, k, index_kind, graph, seed, progress):
 
 
 def _select_partitioned(X, labels, count, *, k, optimizer, sampling, n_jobs, epsilon, seed, progress, info,
-                        executor=None):
+                        executor=None, merge=0.0):
     from subsetlm.select.partitioned import partitioned_greedy
 
     res = partitioned_greedy(X, labels, count, k=k, optimizer=optimizer, n_jobs=n_jobs, seed=seed,
-                             sampling=sampling, epsilon=epsilon, progress=progress, executor=executor)
+                             sampling=sampling, epsilon=epsilon, progress=progress, executor=executor,
+                             merge_factor=merge)
     info["n_partitions"] = int(len(np.unique(labels)))
     cert = {
         "objective": float(res.objective),
         "upper_bound": float(max(res.upper_bound, res.objective)),
         "ratio": float(res.objective / res.upper_bound) if res.upper_bound > 0 else 1.0,
         "random_objective": getattr(res, "random_objective", None),
-        "scope": "sum over partitions of per-partition facility location",
+        "scope": res.info["merge"]["scope"] if "merge" in res.info else
+        "sum over partitions of per-partition facility location",
     }
+    if "merge" in res.info:
+        info["merge"] = {k: v for k, v in res.info["merge"].items() if k != "scope"}
     weights = np.asarray(getattr(res, "weights", np.ones(len(res.indices))), dtype=np.float64)
     return Selection(np.asarray(res.indices, np.int64), np.asarray(res.gains, np.float64), weights,
                      np.asarray(res.partitions, np.int32), cert, info)

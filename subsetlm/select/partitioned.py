@@ -184,16 +184,20 @@ def _solve(task: dict) -> dict:
         ub = max(_bound_at(fn, full.order[:b], b), obj)
     w, un = fn.assignment(local)
     rand = np.random.default_rng(seed).choice(m, b, replace=False)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
     return {"random_objective": float(fn.evaluate(rand)), "label": task["label"], "indices": rows[np.asarray(local, dtype=np.int64)],
             "gains": np.asarray(gains, np.float64), "weights": w, "unassigned": un,
-            "objective": float(obj), "upper_bound": float(ub), "seconds": time.perf_counter() - t0}
+            "objective": float(obj), "upper_bound": float(ub), "seconds": time.perf_counter() - t0,
+            "peak_rss_mib": peak, "rows": m}
 
 
 def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: int = 32,
                        optimizer: str = "lazy", n_jobs: int = 2, seed: int = 0, sampling: str = "topk",
                        epsilon: float = 0.01, kernel: str = "sparse", cap: int | None = None,
                        normalize: str = "none", progress: bool = False,
-                       executor: Callable | None = None) -> PartitionedResult:
+                       executor: Callable | None = None, merge_factor: float = 0.0) -> PartitionedResult:
     """Facility location per partition, budget split by partition size, solved in parallel.
 
     Parameters
@@ -217,6 +221,10 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
     executor : ``run(func, tasks) -> results`` in task order, to run the per-partition tasks
         elsewhere (``subsetlm.distributed.ray_backend.ray_executor``); ``None`` = local processes.
         The result does not depend on it.
+    merge_factor : 0 = none; >= 1 = GreeDi: each partition picks ``merge_factor`` × its share,
+        then one weighted facility-location greedy over the union of the winners picks the
+        final ``budget`` (:mod:`subsetlm.select.greedi`); objective and certificate are the
+        merge round's.
 
     Returns
     -------
@@ -252,6 +260,12 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
     uniq, inv = np.unique(lab, return_inverse=True)
     sizes = np.bincount(inv, minlength=len(uniq))
     budgets = split_budget(sizes, int(budget))
+    if merge_factor and (merge_factor < 1 or builder is not None or sampling != "topk"):
+        raise ValueError(f"merge_factor={merge_factor}: the GreeDi merge needs merge_factor >= 1, embeddings "
+                         f"(not a graph builder) and sampling='topk'")
+    final_budgets = budgets
+    if merge_factor:
+        budgets = np.minimum(sizes, np.ceil(merge_factor * budgets).astype(np.int64))
     members = np.argsort(inv, kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)])
     tasks = []
@@ -292,7 +306,26 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
                             int(sum(r["unassigned"] for r in results)) + int(sizes[budgets == 0].sum()),
                             float(sum(r["random_objective"] for r in results)),
                             {"seconds": time.perf_counter() - t0, "n_jobs": int(n_jobs),
-                             "partition_seconds": [r["seconds"] for r in results]})
+                             "partition_seconds": [r["seconds"] for r in results],
+                             "partition_rows": [r["rows"] for r in results],
+                             "partition_peak_rss_mib": [r["peak_rss_mib"] for r in results]})
+    if merge_factor:
+        res = _merged(res, X, int(budget), final_budgets, k=k, optimizer=optimizer, seed=seed)
     logger.info("partitioned greedy: %d partitions, %d picks, f=%.6g, bound=%.6g, %.2fs", len(uniq),
                 len(indices), res.objective, res.upper_bound, res.info["seconds"])
     return res
+
+
+def _merged(first: PartitionedResult, X: Any, budget: int, final_budgets: np.ndarray, *, k: int, optimizer: str,
+            seed: int) -> PartitionedResult:
+    """Replace the round-1 result by the GreeDi merge over its winners."""
+    from subsetlm.select.greedi import greedi_merge
+
+    m = greedi_merge(X, first.indices, first.weights, budget, k=k, optimizer=optimizer, seed=seed)
+    info = dict(first.info, merge={"union": int(len(first.indices)), "round1_objective": first.objective,
+                                   "round1_upper_bound": first.upper_bound,
+                                   "scope": "weighted facility location over the union of partition winners"})
+    return PartitionedResult(m["indices"], m["gains"], first.partitions[m["positions"]],
+                             np.rint(m["weights"]).astype(np.int64), first.labels, final_budgets, first.sizes,
+                             first.objectives, first.upper_bounds, m["objective"], m["upper_bound"],
+                             first.n_unassigned, m["random_objective"], info)

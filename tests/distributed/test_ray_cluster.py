@@ -74,11 +74,24 @@ def _store(tmp: Path) -> Path:
     return store
 
 
-def test_ray_backend_writes_the_same_subset_file_as_local(cluster, tmp_path):
+def test_ray_embedding_writes_the_same_store_as_local(cluster, tmp_path):
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    _store(tmp_path)
+    corpus = tmp_path / "c.jsonl"
+    kw = dict(inputs=[str(corpus)], model="hashing", id_field="id", shard_size=128)  # 5 shards over 2 actors
+    a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
+    b = embed_corpus(EmbedConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, ray_actors=2, **kw))
+    for f in ("embeddings.npy", "ids.parquet", "texts.parquet", "manifest.json"):
+        assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("merge", [0.0, 2.0])
+def test_ray_backend_writes_the_same_subset_file_as_local(cluster, tmp_path, merge):
     from subsetlm.select.api import SelectConfig, select
 
     store = _store(tmp_path)
-    kw = dict(store=str(store), budget="60", k=8, partitions=4, seed=3)
+    kw = dict(store=str(store), budget="60", k=8, partitions=4, seed=3, merge=merge)
     a = select(SelectConfig(out=str(tmp_path / "local"), **kw))
     b = select(SelectConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, **kw))
     for f in ("subset.parquet", "manifest.json"):

@@ -131,3 +131,32 @@ def test_partitioned_errors():
     bad[7, 0] = np.inf
     with pytest.raises(ValueError, match="row 7"):
         partitioned_greedy(bad, labels, 5, n_jobs=1)
+
+
+def test_greedi_merge_removes_cross_partition_redundancy():
+    """Random partitions split every cluster; without a merge each partition re-picks the same clusters."""
+    from subsetlm.select.facility_location import DenseFacilityLocation
+    from subsetlm.select.partitioned import partitioned_greedy
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(8, 16)).astype(np.float32)
+    X = np.repeat(centers, 50, axis=0) + 0.05 * rng.normal(size=(400, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    cluster = np.repeat(np.arange(8), 50)
+    labels = rng.permutation(np.arange(400) % 4)
+    plain = partitioned_greedy(X, labels, 8, k=16, n_jobs=1, seed=0)
+    merged = partitioned_greedy(X, labels, 8, k=16, n_jobs=1, seed=0, merge_factor=2)
+    assert len(merged.indices) == 8 and len(set(merged.indices.tolist())) == 8
+    assert len(set(cluster[merged.indices])) == 8 > len(set(cluster[plain.indices]))
+    full = DenseFacilityLocation(X)
+    assert full.evaluate(merged.indices) > full.evaluate(plain.indices)
+    assert merged.objective <= merged.upper_bound + 1e-9
+    assert merged.weights.sum() <= 400 and merged.info["merge"]["union"] == 16
+
+
+def test_greedi_merge_factor_validation():
+    from subsetlm.select.partitioned import partitioned_greedy
+
+    X = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="merge_factor"):
+        partitioned_greedy(X, np.array([0, 0, 1, 1]), 2, k=2, n_jobs=1, merge_factor=0.5)
