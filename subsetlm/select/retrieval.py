@@ -348,6 +348,32 @@ def _query_embeddings(cfg: RetrieveConfig, store: Any, texts: list[str], progres
     return emb.embed(texts, progress=progress)
 
 
+def _diverse(cfg: RetrieveConfig, ground: Any, union: Merged, Q: np.ndarray, n: int, n_tokens: np.ndarray,
+             progress: bool) -> tuple:
+    """FL mutual information over the first ``pool_factor × budget`` merged rows."""
+    from subsetlm.select.budget import parse_budget
+    from subsetlm.select.mutual_information import flmi_select, query_relevance
+
+    budget = cfg.budget or "0.25"
+    b = parse_budget(budget)
+    if b.kind == "tokens":
+        raise ValueError(f"--method diverse takes a count or a fraction budget, got {budget!r}; use bm25/dense "
+                         f"for token budgets")
+    count = min(int(b.resolve(n, n_tokens).count), len(union.index))
+    pool = union.take(min(len(union.index), max(count, int(round(cfg.pool_factor * count)))))
+    by_row = np.argsort(pool.index, kind="stable")  # read the pool's embeddings in row order
+    Xp = np.asarray(ground.embeddings[pool.index[by_row]], dtype=np.float32)
+    res = flmi_select(Xp, query_relevance(Xp, Q), count, k=cfg.graph_k, eta=cfg.eta, seed=cfg.seed,
+                      progress=progress)
+    at = by_row[res.order]
+    picked = Merged(pool.index[at], pool.rank[at], pool.score[at], pool.query[at], pool.n_queries[at])
+    cert = {"objective": float(res.objective), "upper_bound": float(res.upper_bound),
+            "ratio": float(res.objective / res.upper_bound) if res.upper_bound > 0 else 1.0,
+            "random_objective": res.random_objective,
+            "scope": f"facility-location mutual information over the {len(pool.index)}-row candidate pool"}
+    return picked, res.gains, res.weights, cert, {"n_pool": int(len(pool.index)), "budget": str(budget)}
+
+
 def retrieve(cfg: RetrieveConfig, progress: bool = False) -> Path:
     """Run ``subsetlm retrieve``: task train examples → top-K per query → merged, capped subset file."""
     import pyarrow as pa
@@ -394,37 +420,19 @@ def retrieve(cfg: RetrieveConfig, progress: bool = False) -> Path:
                          f"task's language/domain (check --text-field)?")
     info: dict[str, Any] = {"n_queries": len(queries), "k": k, "n_hits": int(hits.index.size),
                             "n_union": int(len(union.index)), "n_excluded": n_excluded}
-    cert = {"objective": float(union.score.sum()), "upper_bound": None, "ratio": None, "random_objective": None,
-            "note": "retrieval (no submodular objective): objective = sum of the rows' best retrieval scores"}
     weights = gains = None
     if cfg.method == "diverse":
-        from subsetlm.select.mutual_information import flmi_select, query_relevance
-
-        from subsetlm.select.budget import parse_budget
-
-        budget = cfg.budget or "0.25"
-
-        count = min(int(parse_budget(budget).resolve(n, n_tokens).count), len(union.index))
-        pool = union.take(min(len(union.index), max(count, int(round(cfg.pool_factor * count)))))
-        t = time.perf_counter()
-        by_row = np.argsort(pool.index, kind="stable")  # read the pool's embeddings in row order
-        Xp = np.asarray(ground.embeddings[pool.index[by_row]], dtype=np.float32)
         if Q is None:
             Q = _query_embeddings(cfg, ground, queries, progress)
-        res = flmi_select(Xp, query_relevance(Xp, Q), count, k=cfg.graph_k, eta=cfg.eta, seed=cfg.seed,
-                          progress=progress)
+        t = time.perf_counter()
+        union, gains, weights, cert, extra = _diverse(cfg, ground, union, Q, n, n_tokens, progress)
         timings["select_s"] = time.perf_counter() - t
-        at = by_row[res.order]
-        union = Merged(pool.index[at], pool.rank[at], pool.score[at], pool.query[at], pool.n_queries[at])
-        gains, weights = res.gains, res.weights
-        cert = {"objective": float(res.objective), "upper_bound": float(res.upper_bound),
-                "ratio": float(res.objective / res.upper_bound) if res.upper_bound > 0 else 1.0,
-                "random_objective": res.random_objective,
-                "scope": f"facility-location mutual information over the {len(pool.index)}-row candidate pool"}
-        info.update(n_pool=int(len(pool.index)), budget=str(budget))
+        info.update(extra)
     else:
         union, capinfo = _cap(union, cfg.budget, n, n_tokens)
         info.update(capinfo)
+        cert = {"objective": float(union.score.sum()), "upper_bound": None, "ratio": None, "random_objective": None,
+                "note": "retrieval (no submodular objective): objective = sum of the selected rows' best scores"}
     if gains is None:
         gains = union.score
     prov = pa.table({"index": pa.array(union.index, pa.int64()),
