@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=0, help="also fit P k-means partitions")
     p.add_argument("--seed", type=int)
     p.add_argument("--gpu", dest="use_gpu", choices=["auto", "yes", "no"])
+    p.add_argument("--partitions-only", dest="partitions_only", action="store_true",
+                   help="only the k-means partitions (partitioned selection builds its own per-partition graphs)")
+    p.add_argument("--backend", choices=["local", "ray"], help="ray: assign rows to the k-means centroids in Ray "
+                   "tasks")
+    p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
     p.set_defaults(func=_cmd_index)
@@ -236,10 +241,16 @@ def _cmd_index(args: argparse.Namespace, progress: bool) -> int:
     use_gpu = {None: None, "auto": "auto", "yes": True, "no": False}[args.use_gpu]
     cfg = _config(IndexConfig, args, ["k", "kind", "seed"], use_gpu=use_gpu)
     store = EmbeddingStore.open(args.store)
-    path = build_store_graph(store, cfg, progress=progress, force=bool(args.force))
-    print(f"kNN graph (k={cfg.k}) of {store.n} samples: {path}")
+    if args.partitions_only and not (args.partitions and args.partitions > 1):
+        raise ValueError("--partitions-only needs --partitions P (P > 1)")
+    if not args.partitions_only:
+        path = build_store_graph(store, cfg, progress=progress, force=bool(args.force))
+        print(f"kNN graph (k={cfg.k}) of {store.n} samples: {path}")
     if args.partitions and args.partitions > 1:
-        labels = build_store_partitions(store, args.partitions, seed=cfg.seed)
+        from subsetlm.distributed import executor_for
+
+        labels = build_store_partitions(store, args.partitions, seed=cfg.seed, progress=progress,
+                                        executor=executor_for(args.backend or "local", args.ray_address))
         import numpy as np
 
         sizes = np.bincount(labels)

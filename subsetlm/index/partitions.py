@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._arrays import check_matrix, iter_f32_blocks, sample_rows, take_f32
+from ._arrays import as_f32_block, check_matrix, sample_rows, take_f32
 from .faiss_index import _faiss, num_gpus
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _kmeanspp(xt: np.ndarray, P: int, seed: int, max_rows_per_centroid: int = 32
 
 def kmeans_partitions(X, n_partitions: int, seed: int = 0, sample_size: int | None = None,
                       niter: int = 20, progress: bool = False, return_centroids: bool = False,
-                      use_gpu="auto", block_size: int = 65536, nredo: int = 1):
+                      use_gpu="auto", block_size: int = 65536, nredo: int = 1, executor=None):
     """Partition the rows of ``X`` with spherical k-means (cosine).
 
     Parameters
@@ -110,6 +110,9 @@ def kmeans_partitions(X, n_partitions: int, seed: int = 0, sample_size: int | No
         1 (default): one run from a seeded k-means++ initialisation (random FAISS
         initialisation when P is so large that k-means++ would cost > 2e10 flops). > 1: that
         many FAISS runs from random initialisations, the best objective wins.
+    executor : optional ``run(func, tasks) -> results`` (e.g. the Ray backend's): the
+        assignment of all rows to the fitted centroids runs as tasks of 16 blocks each,
+        reading their rows from the memory-mapped ``.npy`` (``X`` must be one); same labels.
 
     Returns
     -------
@@ -153,19 +156,10 @@ def kmeans_partitions(X, n_partitions: int, seed: int = 0, sample_size: int | No
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
     logger.info("k-means P=%d fitted on %d rows in %.1fs (%s)", n_partitions, len(rows),
                 time.perf_counter() - t0, "gpu" if gpu else "cpu")
-    index = faiss.IndexFlatIP(d)
-    index.add(centroids)
-    labels = np.empty(n, dtype=np.int32)
-    objective = 0.0
-    blocks = iter_f32_blocks(X, block_size)
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        blocks = tqdm(blocks, total=-(-n // block_size), desc="k-means assign", unit="block")
-    for start, xb in blocks:
-        D, I = index.search(xb, 1)
-        labels[start:start + len(xb)] = I[:, 0]
-        objective += float(D[:, 0].astype(np.float64).sum())
+    if executor is not None and isinstance(X, np.memmap) and str(X.filename or "").endswith(".npy"):
+        labels, objective = _assign_distributed(str(X.filename), n, centroids, block_size, executor)
+    else:
+        labels, objective = _assign_local(X, n, centroids, block_size, progress)
     sizes = np.bincount(labels, minlength=len(centroids))
     n_dropped = int((sizes == 0).sum())
     if n_dropped:
@@ -181,3 +175,49 @@ def kmeans_partitions(X, n_partitions: int, seed: int = 0, sample_size: int | No
     if return_centroids:
         return KMeansResult(labels, centroids, sizes.astype(np.int64), objective, n_dropped)
     return labels
+
+
+def _assign_rows(X, start: int, stop: int, centroids: np.ndarray, block_size: int) -> tuple[np.ndarray, float]:
+    """Nearest centroid (inner product) of rows ``start:stop``, searched in ``block_size`` blocks."""
+    faiss = _faiss()
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(centroids)
+    labels = np.empty(stop - start, dtype=np.int32)
+    objective = 0.0
+    for s in range(start, stop, block_size):
+        xb = as_f32_block(X, s, min(stop, s + block_size))
+        D, I = index.search(xb, 1)
+        labels[s - start:s - start + len(xb)] = I[:, 0]
+        objective += float(D[:, 0].astype(np.float64).sum())
+    return labels, objective
+
+
+def _assign_local(X, n: int, centroids: np.ndarray, block_size: int, progress: bool) -> tuple[np.ndarray, float]:
+    if block_size <= 0:
+        raise ValueError(f"block_size={block_size}; expected a positive number of rows (e.g. 65536).")
+    labels = np.empty(n, dtype=np.int32)
+    objective = 0.0
+    starts = range(0, n, block_size)
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        starts = tqdm(starts, desc="k-means assign", unit="block")
+    for s in starts:
+        lab, obj = _assign_rows(X, s, min(n, s + block_size), centroids, block_size)
+        labels[s:s + len(lab)] = lab
+        objective += obj
+    return labels, objective
+
+
+def _assign_task(task: dict) -> tuple[np.ndarray, float]:
+    X = np.load(task["path"], mmap_mode="r")
+    return _assign_rows(X, task["start"], task["stop"], task["centroids"], task["block_size"])
+
+
+def _assign_distributed(path: str, n: int, centroids: np.ndarray, block_size: int, executor) -> tuple[np.ndarray, float]:
+    """The same blocks as :func:`_assign_local`, 16 per task (so the labels are identical)."""
+    span = 16 * block_size
+    tasks = [{"path": path, "start": s, "stop": min(n, s + span), "centroids": centroids, "block_size": block_size}
+             for s in range(0, n, span)]
+    out = executor(_assign_task, tasks)
+    return np.concatenate([lab for lab, _ in out]), float(sum(obj for _, obj in out))

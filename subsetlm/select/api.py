@@ -240,6 +240,8 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     if cfg.function == "facility-location":
+        from subsetlm.distributed import executor_for
+
         graph = None
         if cfg.kernel == "sparse" and not cfg.source_proportions and cfg.partitions <= 1:
             # one global problem: the store's cached graph (partitions build their own, smaller ones)
@@ -256,11 +258,10 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
             from subsetlm.index import build_store_partitions
 
             t = time.perf_counter()
-            labels = build_store_partitions(store, cfg.partitions, seed=cfg.seed)
+            labels = build_store_partitions(store, cfg.partitions, seed=cfg.seed,
+                                            executor=executor_for(cfg.backend, cfg.ray_address))
             timings["partitions_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        from subsetlm.distributed import executor_for
-
         sel = select_array(store.embeddings, cfg.budget, k=cfg.k, optimizer=cfg.optimizer, kernel=cfg.kernel,
                            sampling=cfg.sampling, partitions=labels, n_tokens=store.n_tokens, n_jobs=cfg.n_jobs,
                            epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,

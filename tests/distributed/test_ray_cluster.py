@@ -129,6 +129,20 @@ class _dies_once:
         os._exit(1)  # the worker dies without a Python exception: Ray sees a system failure and retries
 
 
+def test_kmeans_assignment_on_ray_gives_the_same_labels(cluster, tmp_path):
+    from subsetlm.distributed.ray_backend import ray_executor
+    from subsetlm.index import kmeans_partitions
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(5000, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    np.save(tmp_path / "x.npy", X)
+    Xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    a = kmeans_partitions(Xm, 6, seed=0, block_size=256)
+    b = kmeans_partitions(Xm, 6, seed=0, block_size=256, executor=ray_executor(cluster))  # 2 tasks of 16 blocks
+    assert np.array_equal(a, b)
+
+
 def test_select_cli_ray_backend_needs_partitions(tmp_path):
     from subsetlm.select.api import SelectConfig
 
