@@ -31,7 +31,6 @@ import gzip
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 from pathlib import Path

@@ -117,7 +117,6 @@ def build_subsets(root: Path, store_path: Path, task: Path, seed: int) -> dict:
 
     out, secs = {}, {}
     for name, method in (("bm25", "bm25"), ("diverse", "diverse")):
-        t = time.perf_counter()
         out[name] = retrieve(RetrieveConfig(corpus=[str(store_path)], task=str(task), out=str(root / f"subset-{name}"),
                                             method=method, budget="0.25", seed=seed), progress=True)
         secs[name] = json.loads((out[name] / "stats.json").read_text())["timings"]["total_s"]

@@ -30,7 +30,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
 from subsetlm.recipes.base import RECIPES
 
