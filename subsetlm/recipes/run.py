@@ -192,6 +192,10 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
 
         if data.store is not None:
             check_against_store(sub, data.store)
+        elif int(sub.manifest.get("store", {}).get("dim") or 0) > 0:
+            raise ValueError(f"--subset {cfg.subset} indexes the rows of an embedding store, but --corpus "
+                             f"{', '.join(corpus)} is not a store; pass the store the subset was selected from "
+                             f"({sub.manifest['store'].get('path')})")
         else:  # a subset of a plain corpus (BM25 retrieval): rows are its documents in reading order
             from subsetlm.corpus.rows import CorpusRows
 
