@@ -167,7 +167,8 @@ def dense_search(X: np.ndarray, queries: np.ndarray, k: int, *, exclude: np.ndar
                  index_kind: str = "auto", seed: int = 0, block_size: int = 4096, progress: bool = False) -> Hits:
     """Top-``k`` cosine hits of every query (q, d) over the rows of ``X`` (n, d) through a FAISS index.
 
-    Excluded rows are dropped after the search (each query asks for ``k`` + their count).
+    Excluded rows are dropped after the search (each query asks for ``k`` + their count), or,
+    when there are more of them than ``k``, left out of the index.
     """
     from subsetlm.index import IndexConfig, build_index
 
@@ -176,7 +177,11 @@ def dense_search(X: np.ndarray, queries: np.ndarray, k: int, *, exclude: np.ndar
         raise ValueError(f"queries have shape {Q.shape}; expected (q, {X.shape[1]}) like the store's embeddings")
     n = int(X.shape[0])
     n_ex = int(exclude.sum()) if exclude is not None else 0
-    kk = min(n, k + n_ex)
+    rows = None
+    if n_ex > k:  # many excluded rows: index only the others rather than over-fetch k + n_ex per query
+        rows = np.flatnonzero(~exclude)
+        X, exclude, n_ex = np.asarray(X[rows], dtype=np.float32), None, 0
+    kk = min(int(X.shape[0]), k + n_ex)
     index = build_index(X, IndexConfig(k=kk, kind=index_kind, seed=seed), progress=progress)
     out = []
     starts = range(0, len(Q), block_size)
@@ -191,6 +196,8 @@ def dense_search(X: np.ndarray, queries: np.ndarray, k: int, *, exclude: np.ndar
             if exclude is not None:
                 ok &= ~exclude[np.maximum(i, 0)]
             i, d = i[ok].astype(np.int64), d[ok].astype(np.float64)
+            if rows is not None:
+                i = rows[i]
             order = np.lexsort((i, -d))[:k]
             out.append((i[order], d[order]))
     return Hits.from_lists(out)

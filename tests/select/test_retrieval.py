@@ -89,6 +89,12 @@ def test_dense_search_equals_brute_force():
     ex[h.index[h.rank == 0]] = True  # excluding rows drops them and still returns k hits
     h2 = dense_search(X, Q, k=10, exclude=ex, index_kind="flat")
     assert not ex[h2.index].any() and len(h2.index) == 70
+    many = np.zeros(300, bool)
+    many[::2] = True  # more excluded rows than k: the index holds only the others
+    h3 = dense_search(X, Q, k=10, exclude=many, index_kind="flat")
+    S_kept = np.where(many[None], -np.inf, S)
+    for q in range(7):
+        assert np.array_equal(np.sort(h3.index[h3.query == q]), np.sort(np.argsort(-S_kept[q])[:10]))
 
 
 def test_merge_keeps_each_rows_best_rank_like_a_naive_merge():
