@@ -49,11 +49,15 @@ class _EmbedActor:
 def embed_shards(shards: Iterable[list[Any]], *, spec: str, options: dict, state_dir: Path | None,
                  batch_size: int, device: str = "cpu", address: str | None = None, n_actors: int = 2,
                  num_cpus: float = 1.0) -> Iterator[tuple[list[Any], np.ndarray]]:
-    """Yield ``(shard, embeddings (len(shard), dim))`` in shard order, embedded by ``n_actors`` Ray actors."""
+    """Yield ``(shard, embeddings (len(shard), dim))`` in shard order, embedded by ``n_actors`` Ray actors.
+
+    ``device="cuda"`` asks Ray for one GPU per actor (each actor then sees its own GPU as cuda:0).
+    """
     from subsetlm.distributed.ray_backend import connect
 
     ray = connect(address)
-    Actor = ray.remote(num_cpus=num_cpus, max_restarts=3, max_task_retries=3)(_EmbedActor)
+    gpus = 1 if str(device).startswith("cuda") else 0  # one GPU per actor: `--device cuda` on a GPU cluster
+    Actor = ray.remote(num_cpus=num_cpus, num_gpus=gpus, max_restarts=3, max_task_retries=3)(_EmbedActor)
     actors = [Actor.remote(spec, dict(options), None if state_dir is None else str(state_dir), device)
               for _ in range(max(1, int(n_actors)))]
     log.info("ray: embedding with %d actor(s) of %s", len(actors), spec)
