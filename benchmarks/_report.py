@@ -60,3 +60,37 @@ def update_section(name: str, markdown: str, doc: Path | None = None) -> Path:
         os.replace(tmp, DOC)
     lock.unlink(missing_ok=True)
     return DOC
+
+
+def macro_f1_figure(rows: list, baseline: dict, colors: list[str], title: str):
+    """Bar chart of test macro-F1 (mean ± std) per arm, with the majority-class line.
+
+    ``rows``: dicts with ``arm`` and ``eval`` (an ``evaluate_model`` result); returns the figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    means = [r["eval"]["results"]["all"]["macro_f1"]["mean"] for r in rows]
+    stds = [r["eval"]["results"]["all"]["macro_f1"]["std"] for r in rows]
+    ax.bar([r["arm"] for r in rows], means, yerr=stds, capsize=6, color=colors)
+    ax.axhline(baseline["macro_f1"], color="k", ls=":", lw=1, label="majority class")
+    lo = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(means) + max(stds) + 0.03))
+    ax.set_ylabel("test macro-F1 (mean ± std)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    plt.xticks(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def publish(md: str, fig, figure_name: str, section: str, write: bool) -> None:
+    """Print ``md``; when ``write``, save ``fig`` as docs/figures/``figure_name`` and update ``section``."""
+    print(md)
+    if write:
+        FIG_DIR.mkdir(parents=True, exist_ok=True)
+        fig.savefig(FIG_DIR / figure_name, dpi=120)
+        update_section(section, md)

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import FIG_DIR, machine, update_section  # noqa: E402
+from benchmarks._report import machine, macro_f1_figure, publish  # noqa: E402
 
 PRESETS = {  # per preset: corpus size, pretraining steps, fine-tuning steps, INGENIOUS schedule
     "tiny": {"n_docs": 4000, "steps": 1000, "ft_steps": 300, "ft_lr": 1e-3, "warmup_steps": 200,
@@ -173,10 +173,7 @@ def main() -> None:
 
 
 def report(a, cfg, store, subs, rows, embed_s, select_s, total_s) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from subsetlm.recipes.presets import get_preset
 
     base = rows[0]["eval"]["majority_baseline"]
     full_f1 = rows[0]["eval"]["results"]["all"]["macro_f1"]["mean"]
@@ -185,7 +182,7 @@ def report(a, cfg, store, subs, rows, embed_s, select_s, total_s) -> None:
              f"Machine: {machine()}. Recipe `{a.recipe}`, preset `{a.preset}`, {cfg['steps']} pretraining steps in "
              f"every arm (same batch size, so the same number of sequences and about the same tokens). Pretraining "
              f"corpus: {cfg['n_docs']} PubMed abstracts whose PMIDs are not in the task's validation/test splits, "
-             f"embedded with MiniLM into {store.n} chunks of at most {get_seq(a) - 2} tokens. Task: `pubmed-task` "
+             f"embedded with MiniLM into {store.n} chunks of at most {get_preset(a.preset).seq_len - 2} tokens. Task: `pubmed-task` "
              f"(4 publication types, {base['accuracy']:.0%} of test in the majority class), fine-tuned for "
              f"{cfg['ft_steps']} steps (lr {cfg['ft_lr']:g}, class-balanced batches) on the full train split, model chosen on "
              f"validation, scored on the held-out test PMIDs; {a.seeds} fine-tuning seeds (mean ± std). "
@@ -205,33 +202,11 @@ def report(a, cfg, store, subs, rows, embed_s, select_s, total_s) -> None:
                      f"{f1['mean'] - full_f1:+.4f} |")
     lines.append(f"| majority class ({base['label']}) | – | – | – | – | – | {base['macro_f1']:.4f} | "
                  f"{base['accuracy']:.4f} | |")
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    names = [r["arm"] for r in rows]
-    means = [r["eval"]["results"]["all"]["macro_f1"]["mean"] for r in rows]
-    stds = [r["eval"]["results"]["all"]["macro_f1"]["std"] for r in rows]
-    ax.bar(names, means, yerr=stds, capsize=6, color=["#777", "#c96", "#48a", "#4a8"])
-    ax.axhline(base["macro_f1"], color="k", ls=":", lw=1, label="majority class")
-    lo = min(m - s for m, s in zip(means, stds))
-    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(means) + max(stds) + 0.03))
-    ax.set_ylabel("test macro-F1 (mean ± std)")
-    ax.set_title(f"{a.recipe} {a.preset}, {cfg['steps']} pretraining steps, pubmed-task")
-    ax.legend(loc="lower right", fontsize=8)
-    plt.xticks(fontsize=8)
-    fig.tight_layout()
+    fig = macro_f1_figure(rows, base, ["#777", "#c96", "#48a", "#4a8"], f"{a.recipe} {a.preset}, {cfg['steps']} pretraining steps, pubmed-task")
     name = f"pretrain_subsets_{a.preset}.png"
     lines += ["", f"![macro-F1 by pretraining data](figures/{name})", ""]
-    md = "\n".join(lines)
-    print(md)
-    if not a.no_write:
-        FIG_DIR.mkdir(parents=True, exist_ok=True)
-        fig.savefig(FIG_DIR / name, dpi=120)
-        update_section(f"pretrain-subsets-{a.preset}", md)
+    publish("\n".join(lines), fig, name, f"pretrain-subsets-{a.preset}", not a.no_write)
 
-
-def get_seq(a) -> int:
-    from subsetlm.recipes.presets import get_preset
-
-    return get_preset(a.preset).seq_len
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ projection to 100M and 1B samples (written to docs/scaling.md).
 
 Run::
 
-    .venv/bin/python benchmarks/scale.py                 # 1M samples, 2-core machine: ~15 min
+    .venv/bin/python benchmarks/scale.py                 # 1M samples, 2-core machine: about 3 minutes
     .venv/bin/python benchmarks/scale.py --quick --no-write
 """
 

@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import FIG_DIR, machine, update_section  # noqa: E402
+from benchmarks._report import machine, macro_f1_figure, publish  # noqa: E402
 
 PRESETS = {
     "tiny": {"n_train": 2000, "n_val": 400, "n_test": 1000, "n_pubmed": 2000, "sotu_words": 800_000,
@@ -197,10 +197,7 @@ def main() -> None:
 
 
 def report(a, cfg, meta, store, subs, rows, embed_s, total_s) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from subsetlm.recipes.presets import get_preset
 
     from subsetlm.subsets import read_subset
 
@@ -211,7 +208,7 @@ def report(a, cfg, meta, store, subs, rows, embed_s, total_s) -> None:
              f"Machine: {machine()}. General corpus: {meta['n_pubmed']} PubMed abstracts (none of them in the task) + "
              f"{meta['n_speeches']} State of the Union speeches {meta['sotu_years'][0]}–{meta['sotu_years'][1]} "
              f"({meta['sotu_words']:,} words), embedded with MiniLM into {store.n:,} rows of at most "
-             f"{cfg_seq(a) - 2} tokens ({share_all:.0%} PubMed). Task: `pubmed-task` publication types, "
+             f"{get_preset(a.preset).seq_len - 2} tokens ({share_all:.0%} PubMed). Task: `pubmed-task` publication types, "
              f"{meta['task_counts']['train']} training examples (every one a query), {meta['task_counts']['validation']} "
              f"validation, {meta['task_counts']['test']} test; {base['accuracy']:.0%} of test is the majority class. "
              f"Subsets: 25% of the rows. BM25: bm25s, top-{div['selection']['k']} per query (the paper's preset for "
@@ -236,33 +233,12 @@ def report(a, cfg, meta, store, subs, rows, embed_s, total_s) -> None:
                      f"{acc['mean']:.4f} ± {acc['std']:.4f} |")
     lines.append(f"| majority class ({base['label']}) | – | – | – | – | – | – | – | – | {base['macro_f1']:.4f} | "
                  f"{base['accuracy']:.4f} |")
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    names = [r["arm"] for r in rows]
-    means = [r["eval"]["results"]["all"]["macro_f1"]["mean"] for r in rows]
-    stds = [r["eval"]["results"]["all"]["macro_f1"]["std"] for r in rows]
-    ax.bar(names, means, yerr=stds, capsize=6, color=["#48a", "#c96", "#4a8", "#777"])
-    ax.axhline(base["macro_f1"], color="k", ls=":", lw=1, label="majority class")
-    lo = min(m - s for m, s in zip(means, stds))
-    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(means) + max(stds) + 0.03))
-    ax.set_ylabel("test macro-F1 (mean ± std)")
-    ax.set_title(f"TLM {a.preset}: {cfg['steps']} steps, PubMed + SOTU corpus, pubmed-task")
-    ax.legend(loc="lower right", fontsize=8)
-    plt.xticks(fontsize=8)
-    fig.tight_layout()
+    fig = macro_f1_figure(rows, base, ["#48a", "#c96", "#4a8", "#777"],
+                          f"TLM {a.preset}: {cfg['steps']} steps, PubMed + SOTU corpus, pubmed-task")
     name = f"tlm_{a.preset}.png"
     lines += ["", f"![macro-F1 by arm](figures/{name})", ""]
-    md = "\n".join(lines)
-    print(md)
-    if not a.no_write:
-        FIG_DIR.mkdir(parents=True, exist_ok=True)
-        fig.savefig(FIG_DIR / name, dpi=120)
-        update_section(f"tlm-{a.preset}", md)
+    publish("\n".join(lines), fig, name, f"tlm-{a.preset}", not a.no_write)
 
-
-def cfg_seq(a) -> int:
-    from subsetlm.recipes.presets import get_preset
-
-    return get_preset(a.preset).seq_len
 
 
 if __name__ == "__main__":

@@ -361,7 +361,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if verbose < 2:
-        for noisy in ("faiss", "numba", "sentence_transformers", "transformers", "urllib3", "filelock"):
+        for noisy in ("faiss", "numba", "sentence_transformers", "urllib3", "filelock"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         # transformers' checkpoint load reports (e.g. an MLM head left out when a backbone is loaded for
         # fine-tuning) are expected here; -vv shows them

@@ -34,11 +34,6 @@ def rows_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def doc_id(text: str, given: str | None) -> str:
-    """The row id of a document: its corpus id, else ``sha1:`` + 16 hex digits of its text."""
-    return given if given is not None else "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
 @dataclass
 class CorpusRows:
     """Documents of a corpus in reading order, usable where a store is expected for writing subsets.
@@ -68,6 +63,7 @@ class CorpusRows:
     def read(cls, inputs: Sequence[str], *, text_field: str = "text", id_field: str | None = None,
              limit: int | None = None) -> "CorpusRows":
         """Read corpus files / folders / source names (``pubmed``, ``sotu``) as whole documents."""
+        from subsetlm.corpus.chunking import doc_id_for
         from subsetlm.corpus.readers import CorpusConfig, iter_documents
 
         texts, ids, sources = [], [], []
@@ -76,7 +72,7 @@ class CorpusRows:
         for block in iter_documents(cfg):
             for d in block:
                 texts.append(d.text)
-                ids.append(doc_id(d.text, d.id))
+                ids.append(doc_id_for(d))
                 sources.append(d.source)
         log.info("corpus: %d documents from %s", len(texts), ", ".join(map(str, inputs)))
         return cls.from_texts(texts, ids, spec=",".join(map(str, inputs)), sources=sources)

@@ -4,15 +4,14 @@ The corpus is read and chunked on the driver exactly as locally, cut into the sa
 resumable shards (``shard_size`` samples). Shard *i* goes to actor ``i mod n_actors``;
 each actor holds one embedder (built from the same spec and options; the hashing
 backend's fitted state is read from the run's ``embedder_state/``) and embeds its shard
-the same way the local loop does (parts of 1024 texts). The driver collects results in
+the same way the local loop does (:func:`subsetlm.embed.run.embed_in_parts`). The driver collects results in
 shard order and writes them with the same ``ShardWriter``, so a killed run resumes shard
 by shard and the store has the same layout, ids and manifest as a local run. At most
 ``2 × n_actors`` shards are in flight, so memory stays bounded.
 
 Actors are restarted (and their pending calls retried) when their worker dies. With a
 deterministic embedder (``hashing``) the embeddings are byte-identical to the local
-backend's (MiniLM on CPU was too, in a check of 240 samples stored as float16); a neural
-model can still differ in the last bits on other hardware or thread counts.
+backend's; a neural model can differ in the last bits on other hardware or thread counts.
 
 Example
 -------
@@ -30,9 +29,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PART = 1024  # texts per embed() call, as the local loop (subsetlm.embed.run._PROGRESS_STEP)
-
-
 class _EmbedActor:
     def __init__(self, spec: str, options: dict, state_dir: str | None, device: str) -> None:
         from subsetlm.embed.base import get_embedder
@@ -42,8 +38,9 @@ class _EmbedActor:
             self.emb.load_state(Path(state_dir))
 
     def embed(self, texts: list[str], batch_size: int) -> np.ndarray:
-        parts = [self.emb.embed(texts[s:s + PART], batch_size=batch_size) for s in range(0, len(texts), PART)]
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        from subsetlm.embed.run import embed_in_parts
+
+        return embed_in_parts(self.emb, texts, batch_size)
 
 
 def embed_shards(shards: Iterable[list[Any]], *, spec: str, options: dict, state_dir: Path | None,

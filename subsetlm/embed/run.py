@@ -106,6 +106,17 @@ class EmbedConfig:
     ray_actors: int = 2
 
 
+def embed_in_parts(emb: Embedder, texts: list[str], batch_size: int, on_part: Callable[[int], None] | None = None
+                   ) -> np.ndarray:
+    """Embed ``texts`` in parts of ``_PROGRESS_STEP`` (each length-sorted by the embedder), as every backend does."""
+    parts = []
+    for s0 in range(0, len(texts), _PROGRESS_STEP):
+        parts.append(emb.embed(texts[s0:s0 + _PROGRESS_STEP], batch_size=batch_size))
+        if on_part is not None:
+            on_part(len(parts[-1]))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def _check_cfg(cfg: EmbedConfig) -> None:
     if isinstance(cfg.inputs, str):
         cfg.inputs = [cfg.inputs]
@@ -279,13 +290,8 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
             t1 = time.perf_counter()
             for shard, X in pairs:
                 if X is None:
-                    texts = [s.text for s in shard]
-                    parts = []
-                    for s0 in range(0, len(texts), _PROGRESS_STEP):  # length-sorted within each part
-                        parts.append(emb.embed(texts[s0:s0 + _PROGRESS_STEP], batch_size=cfg.batch_size))
-                        if bar is not None:
-                            bar.update(len(parts[-1]))
-                    X = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                    X = embed_in_parts(emb, [s.text for s in shard], cfg.batch_size,
+                                       bar.update if bar is not None else None)
                 elif bar is not None:
                     bar.update(len(shard))
                 t_embed += time.perf_counter() - t1

@@ -36,6 +36,7 @@ from subsetlm.recipes.base import RECIPES
 log = logging.getLogger(__name__)
 
 VOLATILE = ("resume", "force", "device", "progress")
+TLM_FIELDS = ("task", "rho1", "rho2", "stage2_seeds", "stage2_steps", "stage2_lr")  # tlm only
 
 
 @dataclass
@@ -120,7 +121,8 @@ class TrainRunConfig:
 
 
 def _portable(cfg: TrainRunConfig) -> dict:
-    d = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
+    skip = VOLATILE + (TLM_FIELDS if cfg.recipe != "tlm" else ())  # what does not change a run is not its identity
+    d = {k: v for k, v in asdict(cfg).items() if k not in skip}
     return json.loads(json.dumps(d, sort_keys=True, default=str))
 
 
@@ -198,7 +200,6 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
                              f"({sub.manifest['store'].get('path')})")
         else:  # a subset of a plain corpus (BM25 retrieval): rows are its documents in reading order
             from subsetlm.corpus.rows import CorpusRows
-
             from subsetlm.subsets.format import SubsetStoreMismatch
 
             try:

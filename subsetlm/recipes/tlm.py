@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from subsetlm.recipes.base import MLMRecipe, _bert_config, _tokenizer, model_dir
+from subsetlm.recipes.objectives import IGNORE
 from subsetlm.recipes.data import BatchStream
 from subsetlm.registry import register
 
@@ -118,7 +119,7 @@ class TLMModel(nn.Module):
                 task_labels: torch.Tensor | None = None) -> SimpleNamespace:
         h = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = self.mlm.cls(h)
-        keep = labels != -100
+        keep = labels != IGNORE
         mlm = nn.functional.cross_entropy(logits[keep].float(), labels[keep]) if keep.any() else logits.sum() * 0.0
         cls_logits = self.head(self.dropout(h[:, 0]))
         task = None if task_labels is None else nn.functional.cross_entropy(cls_logits.float(), task_labels)
@@ -170,7 +171,7 @@ class TLMRecipe(MLMRecipe):
         tl = batch.get("task_labels")
         out = model(input_ids=c["inputs"].to(device), attention_mask=batch["attention_mask"].to(device),
                     labels=c["labels"].to(device), task_labels=None if tl is None else tl.to(device))
-        stats: dict[str, float] = {"n_targets": int((c["labels"] != -100).sum()), "mlm_loss": float(out.mlm_loss.detach())}
+        stats: dict[str, float] = {"n_targets": int((c["labels"] != IGNORE).sum()), "mlm_loss": float(out.mlm_loss.detach())}
         if out.task_loss is not None:
             stats["task_loss"] = float(out.task_loss.detach())
             stats["task_accuracy"] = float((out.task_logits.argmax(-1).cpu() == tl).float().mean())

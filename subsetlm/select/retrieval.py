@@ -175,7 +175,6 @@ def dense_search(X: np.ndarray, queries: np.ndarray, k: int, *, exclude: np.ndar
     Q = np.ascontiguousarray(queries, dtype=np.float32)
     if Q.ndim != 2 or Q.shape[1] != X.shape[1]:
         raise ValueError(f"queries have shape {Q.shape}; expected (q, {X.shape[1]}) like the store's embeddings")
-    n = int(X.shape[0])
     n_ex = int(exclude.sum()) if exclude is not None else 0
     rows = None
     if n_ex > k:  # many excluded rows: index only the others rather than over-fetch k + n_ex per query

@@ -172,3 +172,13 @@ def test_interrupted_tlm_run_resumes_to_the_same_weights(tmp_path, data):
     b = torch.load(tmp_path / "cut" / "checkpoints" / "step-0000012" / "state.pt", weights_only=False)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("head.") for k in a)  # the task head is trained and checkpointed too
+
+
+def test_tlm_options_are_part_of_a_runs_identity_only_for_tlm(tmp_path):
+    """Runs of other recipes finished before the tlm options existed must still compare equal."""
+    from subsetlm.recipes.run import TLM_FIELDS, TrainRunConfig, _portable
+
+    bert = _portable(TrainRunConfig(recipe="bert", out=str(tmp_path)))
+    tlm = _portable(TrainRunConfig(recipe="tlm", task="t.jsonl", out=str(tmp_path)))
+    assert not set(TLM_FIELDS) & set(bert) and set(TLM_FIELDS) <= set(tlm)
+    assert _portable(TrainRunConfig(recipe="bert", out=str(tmp_path), rho1=7)) == bert
