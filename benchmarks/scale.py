@@ -50,11 +50,19 @@ def _port() -> int:
 
 
 def _ray(*args: str) -> None:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    subprocess.run([RAY, *args], check=True, env=env, capture_output=True, timeout=300)
+    # a loopback-only cluster: no auth token (one left in ~/.ray by another run would split head and nodes)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    r = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"ray {' '.join(args[:2])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
 
 def start_cluster(cpus: list[int], tmp: Path) -> str:
+    """A Ray head plus one node process per further entry of ``cpus``, on 127.0.0.1; returns its address.
+
+    ``tmp`` holds Ray's session files; keep it short (Ray's socket paths must fit in 107 bytes).
+    """
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the drivers that connect to it (this process's children)
     port = _port()
     common = ["--object-store-memory", str(500 * 2 ** 20), "--disable-usage-stats"]
     _ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", str(cpus[0]),
@@ -143,6 +151,8 @@ def main() -> None:
 
 
 def _fmt_time(s: float) -> str:
+    if s >= 4 * 86400:
+        return f"{s / 86400:,.0f} days"
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 

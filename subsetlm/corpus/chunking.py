@@ -179,7 +179,8 @@ def chunk_documents(docs: list[Document], splitter: TokenSplitter, max_tokens: i
     return out
 
 
-def iter_samples(cfg: Any, splitter: TokenSplitter) -> Iterator[list[Sample]]:
+def iter_samples(cfg: Any, splitter: TokenSplitter, inputs: list[Any] | None = None,
+                 require_documents: bool = True) -> Iterator[list[Sample]]:
     """Stream the samples of a corpus, one list per document block.
 
     Parameters
@@ -187,6 +188,9 @@ def iter_samples(cfg: Any, splitter: TokenSplitter) -> Iterator[list[Sample]]:
     cfg : CorpusConfig
         ``cfg.max_tokens`` sets the chunk length (None/0: whole documents).
     splitter : TokenSplitter
+    inputs, require_documents :
+        As in :func:`~subsetlm.corpus.readers.iter_documents` (one file of many: duplicates
+        are then detected within those inputs only).
 
     Yields
     ------
@@ -218,13 +222,13 @@ def iter_samples(cfg: Any, splitter: TokenSplitter) -> Iterator[list[Sample]]:
     seen: set[str] = set()
     n_dup = 0
     dup_examples: list[str] = []
-    for docs in iter_documents(cfg):
+    for docs in iter_documents(cfg, inputs, require_documents):
         keep = []
         for d in docs:
             did = doc_id_for(d)
             if did in seen:
                 if d.id is not None:
-                    first = _first_location(cfg, did)
+                    first = _first_location(cfg, did, inputs)
                     raise CorpusError(
                         f"duplicate document id {did!r}: at {first} and again at {d.location}; ids must be "
                         f"unique. Fix the data, choose another --id-field, or drop --id-field to use content hashes"

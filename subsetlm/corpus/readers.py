@@ -37,7 +37,7 @@ from subsetlm.corpus.sample import Document
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CorpusConfig", "CorpusError", "resolve_inputs", "iter_documents", "corpus_fingerprint",
+__all__ = ["CorpusConfig", "CorpusError", "resolve_inputs", "input_files", "iter_documents", "corpus_fingerprint",
            "SUPPORTED_EXTENSIONS"]
 
 SUPPORTED_EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet", ".txt")
@@ -243,12 +243,30 @@ def _records(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, Any, Any, di
     return read_txt(inp.path, inp.txt_id or inp.path.name)
 
 
-def iter_documents(cfg: CorpusConfig) -> Iterator[list[Document]]:
+def input_files(cfg: CorpusConfig) -> list[_Input]:
+    """The corpus's inputs in reading order (one per file; source names fetched), for per-file work.
+
+    Each can be read on its own with ``iter_documents(cfg, inputs=[inp])``; the
+    ``has_ids`` of an input says whether its documents carry their own ids.
+    """
+    _check(cfg)
+    return _inputs(cfg.paths)
+
+
+def has_ids(inp: _Input, cfg: CorpusConfig) -> bool:
+    """Whether the documents of ``inp`` carry user ids (an id field, or a .txt path) rather than content hashes."""
+    return inp.kind == "txt" or (cfg.id_field if cfg.id_field is not None else inp.id_field) is not None
+
+
+def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
+                   require_documents: bool = True) -> Iterator[list[Document]]:
     """Stream the corpus as blocks of at most ``cfg.block_size`` documents.
 
     Parameters
     ----------
     cfg : CorpusConfig
+    inputs : read only these of :func:`input_files` (default: all of them).
+    require_documents : raise when no non-empty document is found (off for one file of many).
 
     Yields
     ------
@@ -273,7 +291,7 @@ def iter_documents(cfg: CorpusConfig) -> Iterator[list[Document]]:
     ...     print(len(block), block[0].id)
     """
     _check(cfg)
-    inputs = _inputs(cfg.paths)
+    inputs = _inputs(cfg.paths) if inputs is None else list(inputs)
     if cfg.id_field is not None and any(i.kind == "txt" for i in inputs):
         log.warning("id_field=%r is ignored for .txt files: their id is the path relative to the folder",
                     cfg.id_field)
@@ -302,7 +320,7 @@ def iter_documents(cfg: CorpusConfig) -> Iterator[list[Document]]:
                 break
         if limit is not None and n_yielded >= limit:
             break
-    if n_yielded == 0:
+    if n_yielded == 0 and require_documents:
         where = ", ".join(str(i.path) for i in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
         if n_empty:
             raise CorpusError(f"all {n_empty} documents in {where} have an empty {cfg.text_field!r} field "
@@ -346,12 +364,12 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str:
     return h.hexdigest()
 
 
-def _first_location(cfg: CorpusConfig, doc_id: str) -> str | None:
+def _first_location(cfg: CorpusConfig, doc_id: str, inputs: list[_Input] | None = None) -> str | None:
     """Location of the first document whose id (or content-hash id) is ``doc_id`` (slow path)."""
     from subsetlm.corpus.chunking import doc_id_for
 
     quiet = CorpusConfig(**{**cfg.__dict__, "block_size": 4096})
-    for block in iter_documents(quiet):
+    for block in iter_documents(quiet, inputs, require_documents=False):
         for d in block:
             if doc_id_for(d) == doc_id:
                 return d.location

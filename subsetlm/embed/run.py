@@ -84,7 +84,12 @@ class EmbedConfig:
         Documents per reader block.
     backend : {"local", "ray"}, default "local"
         ``ray``: shards are embedded by ``ray_actors`` Ray actors on the cluster at
-        ``ray_address`` (:mod:`subsetlm.distributed.ray_embed`); same store layout, resumable.
+        ``ray_address`` (:mod:`subsetlm.distributed.ray_embed`: Ray Data ``map_batches`` over
+        the corpus shards); same store layout, resumable.
+    ray_address : str or None, default None
+        ``auto``, ``HOST:PORT``; None: ``RAY_ADDRESS`` or a local Ray instance.
+    ray_actors : int or None, default None
+        Embedding actors (None: one per GPU with ``device="cuda"``, else one per CPU of the cluster).
     """
 
     inputs: list[str]
@@ -103,7 +108,7 @@ class EmbedConfig:
     block_size: int = 1024
     backend: str = "local"
     ray_address: str | None = None
-    ray_actors: int = 2
+    ray_actors: int | None = None
 
 
 def embed_in_parts(emb: Embedder, texts: list[str], batch_size: int, on_part: Callable[[int], None] | None = None
@@ -267,6 +272,10 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         writer = ShardWriter(d, emb.dim, cfg.dtype)
         done = writer.finished()
         n_done = sum(c for _, c in done)
+        if cfg.backend == "ray":  # shards finish in any order there: count every finished one
+            from subsetlm.distributed.ray_chunk import chunk_shards
+
+            n_done = sum(writer.rows(k) for k in range(len(chunk_shards(d) or [])) if writer.is_finished(k))
         if done:
             log.info("resuming %s after %d finished shard(s) (%d samples)", tmp, len(done), n_done)
         bar = None
@@ -277,29 +286,33 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         t_embed = 0.0
         k = len(done)
         try:
-            shards = _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, n_done)
-            if cfg.backend == "ray":
-                from subsetlm.distributed.ray_embed import embed_shards
-
-                pairs = embed_shards(shards, spec=cfg.model, options=cfg.embedder_options,
-                                     state_dir=d / _STATE_DIR if emb.requires_fit else None,
-                                     batch_size=cfg.batch_size, device=cfg.device if cfg.device != "auto" else "cpu",
-                                     address=cfg.ray_address, n_actors=cfg.ray_actors)
-            else:
-                pairs = ((shard, None) for shard in shards)
             t1 = time.perf_counter()
-            for shard, X in pairs:
-                if X is None:
+            if cfg.backend == "ray":
+                from subsetlm.distributed.ray_embed import embed_with_ray
+
+                def on_shard(k: int, rows: int) -> None:
+                    if bar is not None:
+                        bar.update(rows)
+                    if _after_shard is not None:
+                        _after_shard(k)
+
+                embed_with_ray(d, ccfg, splitter, cfg.shard_size,
+                               lambda skip: _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, skip), spec=cfg.model, options=cfg.embedder_options,
+                               state_dir=d / _STATE_DIR if emb.requires_fit else None, batch_size=cfg.batch_size,
+                               dim=int(emb.dim), dtype=cfg.dtype,
+                               device=cfg.device if cfg.device != "auto" else "cpu", address=cfg.ray_address,
+                               n_actors=cfg.ray_actors, on_shard=on_shard)
+                t_embed = time.perf_counter() - t1
+            else:
+                for shard in _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, n_done):
                     X = embed_in_parts(emb, [s.text for s in shard], cfg.batch_size,
                                        bar.update if bar is not None else None)
-                elif bar is not None:
-                    bar.update(len(shard))
-                t_embed += time.perf_counter() - t1
-                writer.write(k, X, shard)
-                t1 = time.perf_counter()
-                if _after_shard is not None:
-                    _after_shard(k)
-                k += 1
+                    t_embed += time.perf_counter() - t1
+                    writer.write(k, X, shard)
+                    t1 = time.perf_counter()
+                    if _after_shard is not None:
+                        _after_shard(k)
+                    k += 1
         finally:
             if bar is not None:
                 bar.close()
@@ -327,6 +340,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         }
         write_json_atomic(d / "stats.json", stats)
         writer.remove()
+        shutil.rmtree(d / "chunks", ignore_errors=True)  # the ray backend's chunk shards
         (d / _RUN_CONFIG).unlink()
     store = EmbeddingStore.open(out)
     log.info("embedded %s", store.summary())

@@ -92,6 +92,29 @@ def check_embeddings(X: Any, dim: int, where: str) -> np.ndarray:
     return X
 
 
+def samples_table(samples: Sequence[Any]) -> Any:
+    """The columns of a shard's samples as a pyarrow table: id, doc_id, source, n_tokens (int32), text."""
+    import pyarrow as pa
+
+    return pa.table({
+        "id": pa.array([s.id for s in samples], pa.string()),
+        "doc_id": pa.array([s.doc_id for s in samples], pa.string()),
+        "source": pa.array([s.source for s in samples], pa.string()),
+        "n_tokens": pa.array([s.n_tokens for s in samples], pa.int32()),
+        "text": pa.array([s.text for s in samples], pa.string()),
+    })
+
+
+def write_table_atomic(table: Any, path: Path) -> None:
+    """``table`` -> ``path`` (zstd parquet) through a temporary name, so ``path`` exists only when complete."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, str(tmp), compression=COMPRESSION)
+    os.replace(tmp, path)
+
+
 # ------------------------------------------------------------------------------------------
 class ShardWriter:
     """Writes and finds the finished shards of a run in ``TMP/shards/``.
@@ -114,23 +137,32 @@ class ShardWriter:
 
     def finished(self) -> list[tuple[int, int]]:
         """``[(shard_no, n_rows), ...]`` for the consecutive finished shards 0, 1, 2, ..."""
-        import pyarrow.parquet as pq
-
         out = []
         k = 0
-        while (self.dir / f"{k:05d}.parquet").is_file() and (self.dir / f"{k:05d}.npy").is_file():
-            out.append((k, pq.ParquetFile(self.dir / f"{k:05d}.parquet").metadata.num_rows))
+        while self.is_finished(k):
+            out.append((k, self.rows(k)))
             k += 1
         return out
 
-    def write(self, k: int, X: np.ndarray, samples: Sequence[Any]) -> None:
-        """Write shard ``k``: embeddings ``X`` (len(samples), dim) and the samples' columns."""
-        import pyarrow as pa
+    def rows(self, k: int) -> int:
+        """Rows of finished shard ``k``."""
         import pyarrow.parquet as pq
 
+        return pq.ParquetFile(self.dir / f"{k:05d}.parquet").metadata.num_rows
+
+    def is_finished(self, k: int) -> bool:
+        """Whether shard ``k`` is written (its .parquet exists, written after its .npy)."""
+        return (self.dir / f"{k:05d}.parquet").is_file() and (self.dir / f"{k:05d}.npy").is_file()
+
+    def write(self, k: int, X: np.ndarray, samples: Sequence[Any]) -> None:
+        """Write shard ``k``: embeddings ``X`` (len(samples), dim) and the samples' columns."""
+        self.write_table(k, X, samples_table(samples))
+
+    def write_table(self, k: int, X: np.ndarray, table: Any) -> None:
+        """Write shard ``k`` from a :func:`samples_table` (columns id, doc_id, source, n_tokens, text)."""
         X = check_embeddings(X, self.dim, f"shard {k}")
-        if len(X) != len(samples):
-            raise ValueError(f"shard {k}: {len(X)} embeddings for {len(samples)} samples; the embedder must "
+        if len(X) != len(table):
+            raise ValueError(f"shard {k}: {len(X)} embeddings for {len(table)} samples; the embedder must "
                              f"return one row per text")
         npy = self.dir / f"{k:05d}.npy"
         tmp = npy.with_name(npy.name + ".tmp")
@@ -139,17 +171,7 @@ class ShardWriter:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, npy)
-        table = pa.table({
-            "id": pa.array([s.id for s in samples], pa.string()),
-            "doc_id": pa.array([s.doc_id for s in samples], pa.string()),
-            "source": pa.array([s.source for s in samples], pa.string()),
-            "n_tokens": pa.array([s.n_tokens for s in samples], pa.int32()),
-            "text": pa.array([s.text for s in samples], pa.string()),
-        })
-        pq_path = self.dir / f"{k:05d}.parquet"
-        ptmp = pq_path.with_name(pq_path.name + ".tmp")
-        pq.write_table(table, str(ptmp), compression=COMPRESSION)
-        os.replace(ptmp, pq_path)  # the shard counts as finished from here on
+        write_table_atomic(table, self.dir / f"{k:05d}.parquet")  # the shard counts as finished from here on
 
     def assemble(self, tmp: Path) -> tuple[int, str]:
         """Concatenate all finished shards into ``tmp/embeddings.npy``, ``ids.parquet``, ``texts.parquet``.

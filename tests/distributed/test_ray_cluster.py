@@ -37,15 +37,20 @@ def cluster(tmp_path_factory):
         pytest.skip("the ray command is not installed next to this Python")
     port = _free_port()
     tmp = tmp_path_factory.mktemp("ray")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # a loopback-only test cluster: no auth token (a ~/.ray/auth_token left by another Ray run would
+    # otherwise be used by the head but not by the joining node)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    old_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the driver (this process) too
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2 ** 20), "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                     "--include-dashboard", "false", "--temp-dir", str(tmp), *common],
                    check=True, env=env, capture_output=True, timeout=180)
     address = f"127.0.0.1:{port}"
     try:
-        subprocess.run([RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
-                       check=True, env=env, capture_output=True, timeout=180)
+        r = subprocess.run([RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
+                           env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, f"ray start (worker node) failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
         ray.init(address=address, log_to_driver=False)
         for _ in range(60):  # wait for both nodes
             if len([n for n in ray.nodes() if n["Alive"]]) >= 2:
@@ -56,6 +61,10 @@ def cluster(tmp_path_factory):
     finally:
         ray.shutdown()
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        if old_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = old_mode
 
 
 def _store(tmp: Path) -> Path:
@@ -74,15 +83,128 @@ def _store(tmp: Path) -> Path:
     return store
 
 
+_EMBED_FILES = ("embeddings.npy", "ids.parquet", "texts.parquet", "manifest.json")
+
+
+def _embed_kw(tmp_path: Path) -> dict:
+    _store(tmp_path)
+    return dict(inputs=[str(tmp_path / "c.jsonl")], model="hashing", id_field="id", shard_size=128)  # 5 shards
+
+
 def test_ray_embedding_writes_the_same_store_as_local(cluster, tmp_path):
     from subsetlm.embed import EmbedConfig, embed_corpus
 
-    _store(tmp_path)
-    corpus = tmp_path / "c.jsonl"
-    kw = dict(inputs=[str(corpus)], model="hashing", id_field="id", shard_size=128)  # 5 shards over 2 actors
+    kw = _embed_kw(tmp_path)
     a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
     b = embed_corpus(EmbedConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, ray_actors=2, **kw))
-    for f in ("embeddings.npy", "ids.parquet", "texts.parquet", "manifest.json"):
+    for f in _EMBED_FILES:
+        assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
+    assert not (b.path / "chunks").exists() and not (b.path / "shards").exists()
+
+
+def test_ray_embedding_killed_midway_resumes_to_the_same_store(cluster, tmp_path):
+    from subsetlm.distributed.ray_chunk import chunk_shards
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    kw = _embed_kw(tmp_path)
+    a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
+    cfg = EmbedConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, ray_actors=1, **kw)
+    seen: list[int] = []
+
+    def stop(k: int) -> None:
+        seen.append(k)
+        raise KeyboardInterrupt  # the driver dies after its first finished shard
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_corpus(cfg, _after_shard=stop)
+    tmp = tmp_path / "ray.tmp"
+    assert len(chunk_shards(tmp)) == 5  # the chunk pass had finished
+    shards = tmp / "shards"
+    for k in (1, 3):  # as if the run had died before these two (the actors run ahead of the driver)
+        for ext in (".npy", ".parquet"):
+            (shards / f"{k:05d}{ext}").unlink(missing_ok=True)
+    written = sorted(int(p.name[:5]) for p in shards.glob("*.parquet"))
+    assert written and 1 not in written and 3 not in written
+    resumed: list[int] = []
+    b = embed_corpus(cfg, _after_shard=resumed.append)
+    assert sorted(resumed) == sorted(set(range(5)) - set(written))  # only the missing shards ran
+    for f in _EMBED_FILES:
+        assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
+
+
+def _split_corpus(tmp: Path, with_ids: bool) -> Path:
+    """c.jsonl cut into 3 files of a folder, with documents of the first file repeated in the third."""
+    lines = (tmp / "c.jsonl").read_text().splitlines()
+    if not with_ids:
+        lines = [json.dumps({"text": json.loads(x)["text"]}) for x in lines]
+    d = tmp / "split"
+    d.mkdir()
+    (d / "a.jsonl").write_text("\n".join(lines[:250]) + "\n")
+    (d / "b.jsonl").write_text("\n".join(lines[250:400]) + "\n")
+    (d / "c.jsonl").write_text("\n".join(lines[400:] + lines[10:20]) + "\n")  # 10 repeats of a.jsonl
+    return d
+
+
+def test_ray_chunking_per_file_drops_repeats_across_files_and_writes_the_same_store(cluster, tmp_path):
+    from subsetlm.distributed.ray_chunk import chunk_shards
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    _store(tmp_path)
+    kw = dict(inputs=[str(_split_corpus(tmp_path, with_ids=False))], model="hashing", shard_size=128)
+    a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
+    assert a.n == 600  # the 10 repeats were dropped
+    shards: list = []
+    b = embed_corpus(EmbedConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, ray_actors=2, **kw),
+                     _after_shard=lambda k: shards.append(chunk_shards(tmp_path / "ray.tmp")))
+    assert len(shards[0]) == 6  # per file: 2 + 2 + 2 shards (local: 5), same store
+    for f in _EMBED_FILES:
+        assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
+
+
+def test_ray_chunking_a_user_id_repeated_across_files_is_an_error_naming_both(cluster, tmp_path):
+    from subsetlm.corpus.readers import CorpusError
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    _store(tmp_path)
+    d = _split_corpus(tmp_path, with_ids=True)
+    cfg = EmbedConfig(inputs=[str(d)], out=str(tmp_path / "ray"), model="hashing", id_field="id", backend="ray",
+                      ray_address=cluster)
+    with pytest.raises(CorpusError, match=r"duplicate document id 'd10': at \S*a.jsonl:11 and again at \S*c.jsonl:201"):
+        embed_corpus(cfg)
+    assert not (tmp_path / "ray").exists()
+
+
+class _DiesOnceEmbedder:
+    """Stands in for ShardEmbedder: the first shard anywhere on the cluster kills its actor's process."""
+
+    marker = ""
+
+    def __init__(self, **kw):
+        from subsetlm.distributed.ray_embed import ShardEmbedder
+
+        self.inner = ShardEmbedder(**kw)
+
+    def __call__(self, batch):
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return self.inner(batch)
+        os.close(fd)
+        os._exit(1)
+
+
+def test_ray_embedding_actor_killed_is_restarted_and_the_store_is_unchanged(cluster, tmp_path, monkeypatch):
+    import subsetlm.distributed.ray_embed as ray_embed
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    kw = _embed_kw(tmp_path)
+    a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
+    marker = tmp_path / "actor-killed"
+    udf = type("DiesOnce", (_DiesOnceEmbedder,), {"marker": str(marker)})
+    monkeypatch.setattr(ray_embed, "ShardEmbedder", udf)
+    b = embed_corpus(EmbedConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, ray_actors=2, **kw))
+    assert marker.exists()  # an actor process really died
+    for f in _EMBED_FILES:
         assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
 
 
