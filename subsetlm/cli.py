@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", dest="use_gpu", choices=["auto", "yes", "no"])
     p.add_argument("--partitions-only", dest="partitions_only", action="store_true",
                    help="only the k-means partitions (partitioned selection builds its own per-partition graphs)")
-    p.add_argument("--backend", choices=["local", "ray"], help="ray: assign rows to the k-means centroids in Ray "
-                   "tasks")
+    p.add_argument("--backend", choices=["local", "ray"], help="ray: the kNN search blocks and the k-means "
+                   "assignment run as Ray tasks (the store on a path every node reads)")
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
@@ -243,14 +243,15 @@ def _cmd_index(args: argparse.Namespace, progress: bool) -> int:
     store = EmbeddingStore.open(args.store)
     if args.partitions_only and not (args.partitions and args.partitions > 1):
         raise ValueError("--partitions-only needs --partitions P (P > 1)")
+    from subsetlm.distributed import executor_for
+
+    executor = executor_for(args.backend or "local", args.ray_address)
     if not args.partitions_only:
-        path = build_store_graph(store, cfg, progress=progress, force=bool(args.force))
+        path = build_store_graph(store, cfg, progress=progress, force=bool(args.force), executor=executor)
         print(f"kNN graph (k={cfg.k}) of {store.n} samples: {path}")
     if args.partitions and args.partitions > 1:
-        from subsetlm.distributed import executor_for
-
         labels = build_store_partitions(store, args.partitions, seed=cfg.seed, progress=progress,
-                                        executor=executor_for(args.backend or "local", args.ray_address))
+                                        executor=executor)
         import numpy as np
 
         sizes = np.bincount(labels)

@@ -183,13 +183,71 @@ def _knn_ivf_join(X, k: int, p: dict, cfg: IndexConfig, progress: bool):
     return nb.astype(np.int32), sm, n_inserted, info
 
 
-def _knn_faiss(X, k: int, cfg: IndexConfig, progress: bool):
-    """Build a FAISS index and search every row against it, block by block."""
+def _search_block(index, X, xq: np.ndarray, start: int, kind: str, k: int):
+    """One query block's sorted top-k rows (ids, sims, rows where self was inserted)."""
+    k_search = min(X.shape[0], 2 * k) if kind == "ivfpq" else k
+    D, I = index.search(xq, k_search)
+    if kind == "ivfpq":
+        D = _rerank_exact(X, xq, I)
+        order = np.argsort(-D, axis=1, kind="stable")[:, :k]
+        I, D = np.take_along_axis(I, order, 1), np.take_along_axis(D, order, 1)
+    return _fix_rows(I.astype(np.int64), D.astype(np.float32), start, np.einsum("ij,ij->i", xq, xq))
+
+
+def _search_task(task: dict):
+    """Executor task: search rows ``start:stop`` of the .npy against the saved index (IVF lists memory-mapped)."""
+    from .faiss_index import _faiss, set_search_params
+
+    faiss = _faiss()
+    X = np.load(task["x"], mmap_mode="r")
+    flags = faiss.IO_FLAG_MMAP if task["p"]["kind"] in ("ivf", "ivfpq") else 0
+    index = faiss.read_index(task["index"], flags)
+    set_search_params(index, task["p"])
+    parts = [_search_block(index, X, as_f32_block(X, s, min(task["stop"], s + task["block_size"])), s,
+                           task["p"]["kind"], task["k"])
+             for s in range(task["start"], task["stop"], task["block_size"])]
+    return (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
+            sum(q[2] for q in parts))
+
+
+def _search_distributed(X, index, p: dict, k: int, block_size: int, executor):
+    """The blocks of the local search, 16 per executor task, against a copy of ``index`` on disk
+    next to the embeddings (so every node reads it); the same rows as the local search."""
+    import os
+    import uuid
+
+    from .faiss_index import _faiss
+
+    path = Path(X.filename).with_name(f".knn-index-{uuid.uuid4().hex[:12]}.faiss")
+    _faiss().write_index(index, str(path))
+    try:
+        n, span = X.shape[0], 16 * block_size
+        tasks = [{"x": str(X.filename), "index": str(path), "p": p, "k": k, "block_size": block_size,
+                  "start": s, "stop": min(n, s + span)} for s in range(0, n, span)]
+        logger.info("kNN search: %d task(s) of up to %d rows on the executor", len(tasks), span)
+        out = executor(_search_task, tasks)
+    finally:
+        os.unlink(path)
+    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]), sum(o[2] for o in out)
+
+
+def _distributable(X, p: dict, executor) -> bool:
+    return (executor is not None and p.get("device") != "gpu" and isinstance(X, np.memmap)
+            and str(X.filename or "").endswith(".npy"))
+
+
+def _knn_faiss(X, k: int, cfg: IndexConfig, progress: bool, executor=None):
+    """Build a FAISS index and search every row against it, block by block (on ``executor`` if given)."""
     n = X.shape[0]
     t0 = time.perf_counter()
     index, p, _ = _build(X, cfg, progress)
     t_build = time.perf_counter() - t0
-    k_search = min(n, 2 * k) if p["kind"] == "ivfpq" else k
+    if _distributable(X, p, executor):
+        neighbors, sims, n_inserted = _search_distributed(X, index, p, k, cfg.block_size, executor)
+        del index
+        return neighbors, sims, n_inserted, p, t_build
+    if executor is not None:
+        logger.info("kNN search runs locally: the executor needs a CPU index and a store's embeddings.npy")
     neighbors = np.empty((n, k), dtype=np.int32)
     sims = np.empty((n, k), dtype=np.float32)
     n_inserted = 0
@@ -199,13 +257,7 @@ def _knn_faiss(X, k: int, cfg: IndexConfig, progress: bool):
 
         blocks = tqdm(blocks, total=-(-n // cfg.block_size), desc="kNN search", unit="block")
     for start, xq in blocks:
-        D, I = index.search(xq, k_search)
-        if p["kind"] == "ivfpq":
-            D = _rerank_exact(X, xq, I)
-            order = np.argsort(-D, axis=1, kind="stable")[:, :k]
-            I, D = np.take_along_axis(I, order, 1), np.take_along_axis(D, order, 1)
-        self_sim = np.einsum("ij,ij->i", xq, xq)
-        I, D, ins = _fix_rows(I.astype(np.int64), D.astype(np.float32), start, self_sim)
+        I, D, ins = _search_block(index, X, xq, start, p["kind"], k)
         neighbors[start:start + len(xq)] = I
         sims[start:start + len(xq)] = D
         n_inserted += ins
@@ -213,7 +265,8 @@ def _knn_faiss(X, k: int, cfg: IndexConfig, progress: bool):
     return neighbors, sims, n_inserted, p, t_build
 
 
-def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress: bool = False) -> KNNGraph:
+def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress: bool = False,
+              executor=None) -> KNNGraph:
     """Every row's top-``k`` cosine neighbours, itself included.
 
     Parameters
@@ -226,6 +279,11 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
         Index choice (``auto``: exact below 50k rows, IVF beyond) and parameters.
     progress : bool
         tqdm bars over the add and search blocks.
+    executor : optional ``run(func, tasks) -> results`` (the Ray backend's): the index is
+        built here, saved next to ``X`` (a memory-mapped ``.npy``, on storage every worker
+        reads) and the search blocks run as tasks of 16 blocks, IVF lists memory-mapped,
+        with the same results as locally. Ignored for GPU indexes, in-memory ``X`` and
+        ``graph_method="join"``.
 
     Returns
     -------
@@ -260,7 +318,7 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
             p.update(info, device="cpu")
             t_build = 0.0
         else:
-            neighbors, sims, n_inserted, p, t_build = _knn_faiss(X, k, cfg, progress)
+            neighbors, sims, n_inserted, p, t_build = _knn_faiss(X, k, cfg, progress, executor)
     p = dict(p, k=k, self_inserted=n_inserted)
     logger.info("kNN graph n=%d k=%d (%s) in %.1fs (index %.1fs, search %.1fs); self inserted in %d rows",
                 n, k, p["kind"], time.perf_counter() - t0, t_build, time.perf_counter() - t0 - t_build,

@@ -55,7 +55,7 @@ def _config_key(cfg: IndexConfig) -> dict:
 
 
 def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = False,
-                      force: bool = False, recall_queries: int = 1000) -> Path:
+                      force: bool = False, recall_queries: int = 1000, executor=None) -> Path:
     """Build (or reuse) the kNN graph of a store under ``STORE/graphs/knn-k{cfg.k}/``.
 
     Parameters
@@ -70,6 +70,8 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
         Rebuild even when a matching complete graph exists.
     recall_queries : int
         Rows used to estimate recall@k for approximate indexes (0 to skip).
+    executor : optional ``run(func, tasks)`` (``--backend ray``): the search blocks run as
+        its tasks (:func:`~subsetlm.index.knn.knn_graph`); the graph is the same.
 
     Returns
     -------
@@ -88,7 +90,7 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
             return dest
         logger.warning("kNN graph %s was built for another store fingerprint or config; rebuilding", dest)
     t0 = time.perf_counter()
-    graph = knn_graph(store.embeddings, cfg.k, cfg, progress=progress)
+    graph = knn_graph(store.embeddings, cfg.k, cfg, progress=progress, executor=executor)
     t_graph = time.perf_counter() - t0
     recall = None
     if graph.params.get("kind") != "flat" and recall_queries > 0:

@@ -270,3 +270,18 @@ def test_select_cli_ray_backend_needs_partitions(tmp_path):
 
     with pytest.raises(ValueError, match="--partitions"):
         SelectConfig(store="s", out="o", backend="ray").validate()
+
+
+def test_index_cli_ray_backend_builds_the_same_knn_graph(cluster, tmp_path):
+    from subsetlm.cli import main
+
+    store = _store(tmp_path)
+    other = tmp_path / "store-copy"
+    shutil.copytree(store, other)
+    common = ["--k", "8", "--kind", "ivf", "-q"]
+    assert main(["index", str(store), *common]) == 0
+    assert main(["index", str(other), *common, "--backend", "ray", "--ray-address", cluster]) == 0
+    a, b = store / "graphs" / "knn-k8", other / "graphs" / "knn-k8"
+    assert (a / "neighbors.npy").read_bytes() == (b / "neighbors.npy").read_bytes()
+    # FAISS's IVF scan sums in an order that depends on its thread count (2 here, 1 in a Ray task)
+    np.testing.assert_allclose(np.load(a / "similarities.npy"), np.load(b / "similarities.npy"), rtol=0, atol=1e-6)

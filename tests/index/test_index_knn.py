@@ -241,3 +241,28 @@ def test_build_index_kinds_and_search(small):
     ivf = build_index(small, IndexConfig(flat_max=100, memory_gb=8, nlist=8, nprobe=8))
     assert "ScalarQuantizer" in type(ivf).__name__ and ivf.nprobe == 8
     np.testing.assert_array_equal(ivf.search(small[:5], 3)[1], I)  # nprobe = nlist: exhaustive
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "flat"])
+def test_search_on_an_executor_gives_the_same_graph_as_local(tmp_path, kind):
+    """The executor path (index saved beside the .npy, read back memory-mapped, 16 blocks per task)."""
+    from subsetlm.index.faiss_index import IndexConfig
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(3000, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    np.save(tmp_path / "embeddings.npy", X.astype(np.float16))
+    Xm = np.load(tmp_path / "embeddings.npy", mmap_mode="r")
+    cfg = IndexConfig(kind=kind, nlist=16, nprobe=4, train_size=3000, block_size=64) if kind != "flat" \
+        else IndexConfig(kind="flat", block_size=64)
+    calls = []
+
+    def run(func, tasks):
+        calls.append(len(tasks))
+        return [func(t) for t in tasks]
+
+    a = knn_graph(Xm, 8, cfg)
+    b = knn_graph(Xm, 8, cfg, executor=run)
+    assert calls == [3]  # 3000 rows / (16 x 64) -> 3 tasks
+    assert np.array_equal(a.neighbors, b.neighbors) and np.array_equal(a.similarities, b.similarities)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["embeddings.npy"]  # the index copy is removed
