@@ -271,6 +271,11 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
                 emb.save_state(state)
         writer = ShardWriter(d, emb.dim, cfg.dtype)
         done = writer.finished()
+        ray_run = (d / "chunks").is_dir()  # the ray backend cuts shards its own way: no switching mid-run
+        started = ray_run or any(writer.dir.glob("*.parquet"))
+        if started and ray_run != (cfg.backend == "ray"):
+            raise ValueError(f"{tmp} holds an unfinished --backend {'ray' if ray_run else 'local'} run; resume it "
+                             f"with the same backend, or pass --force to start over")
         n_done = sum(c for _, c in done)
         if cfg.backend == "ray":  # shards finish in any order there: count every finished one
             from subsetlm.distributed.ray_chunk import chunk_shards

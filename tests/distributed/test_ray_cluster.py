@@ -285,3 +285,19 @@ def test_index_cli_ray_backend_builds_the_same_knn_graph(cluster, tmp_path):
     assert (a / "neighbors.npy").read_bytes() == (b / "neighbors.npy").read_bytes()
     # FAISS's IVF scan sums in an order that depends on its thread count (2 here, 1 in a Ray task)
     np.testing.assert_allclose(np.load(a / "similarities.npy"), np.load(b / "similarities.npy"), rtol=0, atol=1e-6)
+
+
+def test_an_unfinished_local_run_is_not_resumed_by_the_ray_backend(cluster, tmp_path):
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    kw = _embed_kw(tmp_path)
+
+    def stop(k: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_corpus(EmbedConfig(out=str(tmp_path / "s"), **kw), _after_shard=stop)
+    with pytest.raises(ValueError, match="unfinished --backend local run"):
+        embed_corpus(EmbedConfig(out=str(tmp_path / "s"), backend="ray", ray_address=cluster, **kw))
+    assert embed_corpus(EmbedConfig(out=str(tmp_path / "s"), backend="ray", ray_address=cluster, force=True,
+                                    **kw)).n == 600
