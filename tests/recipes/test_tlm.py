@@ -56,7 +56,7 @@ def test_joint_loss_of_a_task_batch_matches_a_hand_computed_one():
         keep = c["labels"] != -100
         mlm = torch.nn.functional.cross_entropy(logits[keep], c["labels"][keep])
         task = torch.nn.functional.cross_entropy(model.head(h[:, 0]), torch.tensor([0, 1, 2]))
-    assert float(loss) == pytest.approx(float((4.0 * mlm + task) / 5.0), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float((4.0 * mlm + task) / 5.0), rel=1e-5)
     assert stats["mlm_loss"] == pytest.approx(float(mlm), rel=1e-5)
     assert stats["task_loss"] == pytest.approx(float(task), rel=1e-5)
     ext = r.collate(TaskBatch("external", [r.task_tokens[0]]))  # external batch: MLM only
