@@ -10,8 +10,9 @@ files) with MiniLM, one run measures
 each in its own driver process: wall time, the driver's peak RSS, samples per second, and
 whether the stores hold the same ids and embeddings (byte-identical, else the largest
 absolute difference). A separate chunk-only run over ``--chunk-docs`` abstracts measures
-the chunking rate of one core (on Ray, one chunk task per corpus file runs at that rate). The measured rates give a projection to 100M and 1B samples
-(written to docs/scaling.md, section ``scale-embed``).
+the chunking rate of one core (on Ray, one chunk task per corpus file runs at that rate).
+The measured rates give a projection to 100M and 1B samples (written to docs/scaling.md,
+section ``scale-embed``).
 
 Run::
 
@@ -86,8 +87,8 @@ def corpus_files(root: Path, docs: int, files: int) -> Path:
     if (d / "_SUCCESS").is_file():
         return d
     d.mkdir(parents=True, exist_ok=True)
-    rows = [json.dumps({"id": doc.id, "text": doc.text}) for block in iter_documents(CorpusConfig(["pubmed"], limit=docs))
-            for doc in block]
+    blocks = iter_documents(CorpusConfig(["pubmed"], limit=docs))
+    rows = [json.dumps({"id": doc.id, "text": doc.text}) for block in blocks for doc in block]
     per = -(-len(rows) // files)
     for i in range(files):
         (d / f"part-{i:02d}.jsonl").write_text("".join(r + "\n" for r in rows[i * per:(i + 1) * per]))

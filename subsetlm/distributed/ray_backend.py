@@ -33,7 +33,7 @@ def _ray() -> Any:
 
 
 def connect(address: str | None = None) -> Any:
-    """Connect to the Ray cluster at ``address`` (``auto``, ``HOST:PORT``; None = ``RAY_ADDRESS`` or a local instance)."""
+    """Connect to the Ray cluster at ``address`` (``auto``, ``HOST:PORT``; None: ``RAY_ADDRESS`` or a local one)."""
     ray = _ray()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, configure_logging=False)
@@ -55,7 +55,8 @@ def ray_executor(address: str | None = None, *, num_cpus: float = 1.0, max_retri
         remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(_apply)
         fn = ray.put(func)  # any picklable callable, shipped once
         refs = [remote.remote(fn, t) for t in tasks]
-        log.info("ray: %d partition task(s) submitted", len(refs))
+        name = getattr(getattr(func, "func", func), "__name__", "a function")  # functools.partial: its func
+        log.info("ray: %d task(s) of %s submitted", len(refs), name)
         return ray.get(refs)
 
     return run

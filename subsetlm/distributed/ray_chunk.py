@@ -18,7 +18,8 @@ sample columns (id, doc_id, source, n_tokens, text); the k-th one listed in
 
 Example
 -------
->>> paths = chunk_corpus(Path("store.tmp"), ccfg, splitter, 4096, shards_after, executor=ray_executor("auto"))  # doctest: +SKIP
+>>> run = ray_executor("auto")                                                   # doctest: +SKIP
+>>> paths = chunk_corpus(Path("store.tmp"), ccfg, splitter, 4096, shards_after, executor=run)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -108,17 +108,17 @@ def embed_with_ray(tmp: Path, corpus: Any, splitter: Any, shard_size: int,
     if not todo:
         return
     ray = connect(address)
-    import ray.data
+    from ray import data as ray_data
 
-    ctx = ray.data.DataContext.get_current()
+    ctx = ray_data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI's own bar counts samples
     gpus = 1 if str(device).startswith("cuda") else 0
     actors = int(n_actors) if n_actors else cluster_actors(ray, device, num_cpus)
     actors = max(1, min(actors, len(todo)))
     log.info("ray: embedding %d shard(s) with %d actor(s) of %s", len(todo), actors, spec)
-    ds = ray.data.from_items([{"shard": k, "path": str(paths[k])} for k in todo], override_num_blocks=len(todo))
+    ds = ray_data.from_items([{"shard": k, "path": str(paths[k])} for k in todo], override_num_blocks=len(todo))
     out = ds.map_batches(
-        ShardEmbedder, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=num_cpus,
+        ShardEmbedder, batch_size=1, compute=ray_data.ActorPoolStrategy(size=actors), num_cpus=num_cpus,
         num_gpus=gpus,
         fn_constructor_kwargs=dict(tmp=str(tmp), spec=spec, options=dict(options),
                                    state_dir=None if state_dir is None else str(state_dir), device=device,

@@ -302,7 +302,8 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
                         _after_shard(k)
 
                 embed_with_ray(d, ccfg, splitter, cfg.shard_size,
-                               lambda skip: _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, skip), spec=cfg.model, options=cfg.embedder_options,
+                               lambda skip: _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, skip),
+                               spec=cfg.model, options=cfg.embedder_options,
                                state_dir=d / _STATE_DIR if emb.requires_fit else None, batch_size=cfg.batch_size,
                                dim=int(emb.dim), dtype=cfg.dtype,
                                device=cfg.device if cfg.device != "auto" else "cpu", address=cfg.ray_address,

@@ -134,7 +134,7 @@ class Boom(RuntimeError):
 def test_kill_and_resume_is_byte_identical(corpus, tmp_path, monkeypatch, model):
     monkeypatch.setattr(store_mod, "ROW_GROUP", 7)
     opts = {"dim": 16} if model == "hashing" else {}
-    full = embed_corpus(cfg_for(corpus, tmp_path / "full", model=model, embedder_options=opts))
+    embed_corpus(cfg_for(corpus, tmp_path / "full", model=model, embedder_options=opts))
 
     def kill_after_shard_2(k):
         if k == 2:
