@@ -8,6 +8,7 @@ scripts can be re-run independently.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import platform
 import re
@@ -41,6 +42,19 @@ def machine() -> str:
     except (OSError, ValueError, IndexError):
         pass
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
+
+
+_NOISY = ("faiss", "numba", "sentence_transformers", "urllib3", "filelock", "bm25s")
+
+
+def setup_logging() -> None:
+    """INFO logs with times for a benchmark's main process; chatty libraries at WARNING, transformers at ERROR."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # survives transformers' own logger set-up
 
 
 def update_section(name: str, markdown: str, doc: Path | None = None) -> Path:

@@ -30,7 +30,6 @@ import argparse
 import gzip
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, macro_f1_figure, publish  # noqa: E402
+from benchmarks._report import machine, macro_f1_figure, publish, setup_logging  # noqa: E402
 
 PRESETS = {  # per preset: corpus size, pretraining steps, fine-tuning steps, INGENIOUS schedule
     "tiny": {"n_docs": 4000, "steps": 1000, "ft_steps": 300, "ft_lr": 1e-3, "warmup_steps": 200,
@@ -118,12 +117,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few minutes: 600 docs, 60 steps, 1 seed")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("faiss", "numba", "sentence_transformers", "transformers", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # survives transformers' own logger set-up  # expected head/pooler load reports
+    setup_logging()
     cfg = dict(PRESETS[a.preset])
     if a.quick:
         cfg.update(n_docs=600, steps=60, ft_steps=40, warmup_steps=20, reselect_every=20)

@@ -29,14 +29,16 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import ROOT, machine, update_section  # noqa: E402
+from benchmarks._report import ROOT, machine, setup_logging, update_section  # noqa: E402
 from benchmarks._selection_data import bench_cache, synthetic_embeddings  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -55,6 +57,27 @@ def _ray(*args: str) -> None:
     r = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"ray {' '.join(args[:2])} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+
+
+#: the three configurations both scale benchmarks measure: CPUs of each Ray node ([] = local, no Ray)
+CONFIGS = {"local": [], "ray, 1 node × 2 CPUs": [2], "ray, 2 nodes × 1 CPU": [1, 1]}
+
+
+def run_configs(run: Callable[[str, str | None], dict], local_name: str) -> dict:
+    """``{name: run(name, ray_address or None)}`` for each of :data:`CONFIGS`, each Ray one on a fresh cluster."""
+    rows = {}
+    for name, cpus in CONFIGS.items():
+        name = local_name if not cpus else name
+        address = None
+        if cpus:
+            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+            address = start_cluster(cpus, Path(tempfile.mkdtemp(prefix="ray-")))
+        try:
+            rows[name] = run(name, address)
+        finally:
+            if cpus:
+                subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    return rows
 
 
 def start_cluster(cpus: list[int], tmp: Path) -> str:
@@ -112,8 +135,7 @@ def main() -> None:
         logging.basicConfig(level=logging.WARNING)
         run_one(a)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     if a.quick:
         a.n, a.partitions = 100_000, 16
     root = bench_cache() / "scale"
@@ -128,25 +150,17 @@ def main() -> None:
         np.save(lab_path, kmeans_partitions(X, a.partitions, seed=0))
     kmeans_s = time.perf_counter() - t
     budget = int(round(a.budget * a.n))
-    configs = {"local (2 processes)": [], "ray, 1 node × 2 CPUs": [2], "ray, 2 nodes × 1 CPU": [1, 1]}
-    rows = {}
-    for name, cpus in configs.items():
-        address = None
-        if cpus:
-            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
-            address = start_cluster(cpus, root / "ray-tmp")
-        try:
-            cmd = [sys.executable, __file__, "--_child", "--x", str(x_path), "--labels", str(lab_path),
-                   "--budget", str(budget), "--k", str(a.k)] + (["--address", address] if address else [])
-            t = time.perf_counter()
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=7200)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            r["process_wall_s"] = time.perf_counter() - t
-            rows[name] = r
-            logging.info("%s: %.1f s, objective %.6g", name, r["wall_s"], r["objective"])
-        finally:
-            if cpus:
-                subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    def run(name: str, address: str | None) -> dict:
+        cmd = [sys.executable, __file__, "--_child", "--x", str(x_path), "--labels", str(lab_path),
+               "--budget", str(budget), "--k", str(a.k)] + (["--address", address] if address else [])
+        t = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=7200)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["process_wall_s"] = time.perf_counter() - t
+        logging.info("%s: %.1f s, objective %.6g", name, r["wall_s"], r["objective"])
+        return r
+
+    rows = run_configs(run, "local (2 processes)")
     report(a, budget, kmeans_s, rows)
 
 

@@ -26,12 +26,10 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,11 +37,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section  # noqa: E402
+from benchmarks._report import machine, setup_logging, update_section  # noqa: E402
 from benchmarks._selection_data import bench_cache  # noqa: E402
-from benchmarks.scale import RAY, SCALING, _fmt_time, start_cluster  # noqa: E402
+from benchmarks.scale import SCALING, _fmt_time, run_configs  # noqa: E402
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def run_one(a: argparse.Namespace) -> None:
@@ -124,8 +121,7 @@ def main() -> None:
         logging.basicConfig(level=logging.WARNING)
         run_one(a)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     if a.quick:
         a.docs, a.chunk_docs = 300, 2000
     root = bench_cache() / "scale-embed"
@@ -133,23 +129,18 @@ def main() -> None:
     corpus = corpus_files(root, a.docs, a.files)
     chunk = _child(a, root / "chunks-only", a.chunk_docs, chunk_only=True)
     logging.info("chunk pass: %d samples in %.1f s", chunk["samples"], chunk["wall_s"])
-    configs = {"local (1 process)": [], "ray, 1 node × 2 CPUs": [2], "ray, 2 nodes × 1 CPU": [1, 1]}
-    rows = {}
-    for i, (name, cpus) in enumerate(configs.items()):
-        address = None
-        if cpus:
-            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
-            address = start_cluster(cpus, Path(tempfile.mkdtemp(prefix="ray-")))
-        try:
-            rows[name] = _child(a, root / f"store-{i}", a.docs, address, corpus=corpus)
-            logging.info("%s: %.1f s", name, rows[name]["wall_s"])
-        finally:
-            if cpus:
-                subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
-    diffs = {}
-    ref = np.load(root / "store-0" / "embeddings.npy").astype(np.float32)
-    for i, name in enumerate(configs):
-        diffs[name] = float(np.abs(np.load(root / f"store-{i}" / "embeddings.npy").astype(np.float32) - ref).max())
+    stores: dict[str, Path] = {}
+
+    def run(name: str, address: str | None) -> dict:
+        stores[name] = root / f"store-{len(stores)}"
+        r = _child(a, stores[name], a.docs, address, corpus=corpus)
+        logging.info("%s: %.1f s", name, r["wall_s"])
+        return r
+
+    rows = run_configs(run, "local (1 process)")
+    ref = np.load(stores["local (1 process)"] / "embeddings.npy").astype(np.float32)
+    diffs = {name: float(np.abs(np.load(d / "embeddings.npy").astype(np.float32) - ref).max())
+             for name, d in stores.items()}
     report(a, chunk, rows, diffs)
 
 

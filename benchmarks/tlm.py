@@ -35,7 +35,6 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, macro_f1_figure, publish  # noqa: E402
+from benchmarks._report import machine, macro_f1_figure, publish, setup_logging  # noqa: E402
 
 PRESETS = {
     "tiny": {"n_train": 2000, "n_val": 400, "n_test": 1000, "n_pubmed": 2000, "sotu_words": 800_000,
@@ -140,12 +139,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few minutes: small task and corpus, 40 steps, 1 seed")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("faiss", "numba", "sentence_transformers", "urllib3", "filelock", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # survives transformers' own logger set-up
+    setup_logging()
     cfg = dict(PRESETS[a.preset])
     if a.quick:
         cfg.update(n_train=200, n_val=100, n_test=200, n_pubmed=300, sotu_words=60_000, steps=40, ft_steps=30)

@@ -72,7 +72,7 @@ def write_chunks(d: Path, shards: Iterable[list[Any]], start: int) -> int:
     for shard in shards:
         write_table_atomic(samples_table(shard), Path(d) / f"{k:05d}.parquet")
         k += 1
-    (Path(d) / _DONE).write_text(json.dumps({"chunks": k}) + "\n")
+    write_json_atomic(Path(d) / _DONE, {"chunks": k})
     return k
 
 
@@ -114,9 +114,9 @@ def _drop_repeats(tmp: Path, cfg: Any, inputs: list[Any]) -> None:
                     raise CorpusError(
                         f"duplicate document id {did!r}: at {first} and again at {again}; ids must be unique. Fix "
                         f"the data, choose another --id-field, or drop --id-field to use content hashes")
-                dropped = {d for d, k in zip(dids, keep) if not k}
-                n_dup += len(dropped)
-                examples += [str(inp.path)] * (len(examples) < 3)
+                n_dup += len({d for d, k in zip(dids, keep) if not k})  # documents, not chunks
+                if len(examples) < 3:
+                    examples.append(str(inp.path))
                 table = pq.read_table(part).filter(pa.array(keep))
                 write_table_atomic(table, part)  # re-running this pass finds nothing more to drop here
             here.update(dids)

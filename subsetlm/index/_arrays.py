@@ -122,3 +122,13 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def task_spans(n: int, block_size: int, blocks_per_task: int = 16) -> list[tuple[int, int]]:
+    """Row ranges ``(start, stop)`` of ``blocks_per_task`` blocks each: the unit of work of an executor task.
+
+    A task walks its range in ``block_size`` blocks from ``start``, so it sees exactly the
+    blocks the local loop sees and gives the same results.
+    """
+    span = blocks_per_task * block_size
+    return [(s, min(n, s + span)) for s in range(0, n, span)]

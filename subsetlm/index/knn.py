@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_dir, dumps_json, is_complete, read_json
-from ._arrays import as_f32_block, check_k, check_matrix, iter_f32_blocks, sample_rows, take_f32
+from ._arrays import (as_f32_block, check_k, check_matrix, iter_f32_blocks, sample_rows, take_f32,
+                      task_spans)
 from .faiss_index import IndexConfig, _build, faiss_threads, resolve_params
 from .ivf_join import ivf_join_knn
 
@@ -212,7 +213,9 @@ def _search_task(task: dict):
 
 def _search_distributed(X, index, p: dict, k: int, block_size: int, executor):
     """The blocks of the local search, 16 per executor task, against a copy of ``index`` on disk
-    next to the embeddings (so every node reads it); the same rows as the local search."""
+    next to the embeddings (so every node reads it). The same neighbours as the local search;
+    similarities can differ in the last float32 bit when the workers run FAISS on another
+    number of threads (its IVF scan sums in a thread-dependent order)."""
     import os
     import uuid
 
@@ -221,10 +224,9 @@ def _search_distributed(X, index, p: dict, k: int, block_size: int, executor):
     path = Path(X.filename).with_name(f".knn-index-{uuid.uuid4().hex[:12]}.faiss")
     _faiss().write_index(index, str(path))
     try:
-        n, span = X.shape[0], 16 * block_size
         tasks = [{"x": str(X.filename), "index": str(path), "p": p, "k": k, "block_size": block_size,
-                  "start": s, "stop": min(n, s + span)} for s in range(0, n, span)]
-        logger.info("kNN search: %d task(s) of up to %d rows on the executor", len(tasks), span)
+                  "start": a, "stop": b} for a, b in task_spans(X.shape[0], block_size)]
+        logger.info("kNN search: %d task(s) on the executor", len(tasks))
         out = executor(_search_task, tasks)
     finally:
         os.unlink(path)
@@ -281,9 +283,9 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
         tqdm bars over the add and search blocks.
     executor : optional ``run(func, tasks) -> results`` (the Ray backend's): the index is
         built here, saved next to ``X`` (a memory-mapped ``.npy``, on storage every worker
-        reads) and the search blocks run as tasks of 16 blocks, IVF lists memory-mapped,
-        with the same results as locally. Ignored for GPU indexes, in-memory ``X`` and
-        ``graph_method="join"``.
+        reads) and the search blocks run as tasks of 16 blocks, IVF lists memory-mapped:
+        the same neighbours as locally, similarities to within float32 rounding (FAISS's
+        thread count). Ignored for GPU indexes, in-memory ``X`` and ``graph_method="join"``.
 
     Returns
     -------

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._arrays import as_f32_block, check_matrix, sample_rows, take_f32
+from ._arrays import as_f32_block, check_matrix, sample_rows, take_f32, task_spans
 from .faiss_index import _faiss, num_gpus
 
 logger = logging.getLogger(__name__)
@@ -214,10 +214,10 @@ def _assign_task(task: dict) -> tuple[np.ndarray, float]:
     return _assign_rows(X, task["start"], task["stop"], task["centroids"], task["block_size"])
 
 
-def _assign_distributed(path: str, n: int, centroids: np.ndarray, block_size: int, executor) -> tuple[np.ndarray, float]:
+def _assign_distributed(path: str, n: int, centroids: np.ndarray, block_size: int,
+                        executor) -> tuple[np.ndarray, float]:
     """The same blocks as :func:`_assign_local`, 16 per task (so the labels are identical)."""
-    span = 16 * block_size
-    tasks = [{"path": path, "start": s, "stop": min(n, s + span), "centroids": centroids, "block_size": block_size}
-             for s in range(0, n, span)]
+    tasks = [{"path": path, "start": a, "stop": b, "centroids": centroids, "block_size": block_size}
+             for a, b in task_spans(n, block_size)]
     out = executor(_assign_task, tasks)
     return np.concatenate([lab for lab, _ in out]), float(sum(obj for _, obj in out))

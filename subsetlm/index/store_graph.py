@@ -71,7 +71,8 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
     recall_queries : int
         Rows used to estimate recall@k for approximate indexes (0 to skip).
     executor : optional ``run(func, tasks)`` (``--backend ray``): the search blocks run as
-        its tasks (:func:`~subsetlm.index.knn.knn_graph`); the graph is the same.
+        its tasks (:func:`~subsetlm.index.knn.knn_graph`): the same neighbours, similarities to
+        within float32 rounding.
 
     Returns
     -------

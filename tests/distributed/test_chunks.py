@@ -31,3 +31,21 @@ def test_an_interrupted_chunk_pass_resumes_after_its_last_written_shard(tmp_path
     for k in range(4):
         assert pq.read_table(tmp_path / f"{k:05d}.parquet").equals(samples_table(want[k]))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+class _FakeRay:
+    def __init__(self, **res):
+        self.res = res
+
+    def cluster_resources(self):
+        return self.res
+
+
+def test_default_actor_pool_is_one_per_gpu_with_cuda_else_one_per_cpu():
+    from subsetlm.distributed.ray_embed import cluster_actors
+
+    assert cluster_actors(_FakeRay(CPU=16.0, GPU=4.0), "cuda", 1.0) == 4
+    assert cluster_actors(_FakeRay(CPU=16.0, GPU=4.0), "cpu", 1.0) == 16
+    assert cluster_actors(_FakeRay(CPU=16.0), "cpu", 4.0) == 4
+    with pytest.raises(ValueError, match="no GPUs"):
+        cluster_actors(_FakeRay(CPU=16.0), "cuda", 1.0)

@@ -174,6 +174,16 @@ def test_ray_chunking_a_user_id_repeated_across_files_is_an_error_naming_both(cl
     assert not (tmp_path / "ray").exists()
 
 
+def _die_on_first_call(marker: str) -> None:
+    """The first call anywhere on the cluster (``marker`` created atomically) kills its process."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(1)  # the process dies without a Python exception: Ray sees a system failure and retries
+
+
 class _DiesOnceEmbedder:
     """Stands in for ShardEmbedder: the first shard anywhere on the cluster kills its actor's process."""
 
@@ -185,12 +195,8 @@ class _DiesOnceEmbedder:
         self.inner = ShardEmbedder(**kw)
 
     def __call__(self, batch):
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return self.inner(batch)
-        os.close(fd)
-        os._exit(1)
+        _die_on_first_call(self.marker)
+        return self.inner(batch)
 
 
 def test_ray_embedding_actor_killed_is_restarted_and_the_store_is_unchanged(cluster, tmp_path, monkeypatch):
@@ -243,12 +249,8 @@ class _dies_once:
         self.func, self.marker = func, str(marker)
 
     def __call__(self, task):
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return self.func(task)
-        os.close(fd)
-        os._exit(1)  # the worker dies without a Python exception: Ray sees a system failure and retries
+        _die_on_first_call(self.marker)
+        return self.func(task)
 
 
 def test_kmeans_assignment_on_ray_gives_the_same_labels(cluster, tmp_path):
