@@ -82,8 +82,15 @@ class IndexConfig:
         or ``float32`` (``IndexIVFFlat``).
     graph_method : {"auto", "join", "search"}
         How ``knn_graph`` uses ``kind="ivf"``: ``search`` (FAISS IVF search of every row) or
-        ``join`` (experimental IVF self-join with BLAS, see ``ivf_join``; exact sims, but
-        it needed ~2x the CPU of ``search`` for similar recall at n = 100k). ``auto`` = search.
+        ``join`` (IVF self-join: per list one BLAS product against its ``nprobe`` nearest
+        lists, see ``ivf_join``; exact similarities). ``auto``: ``join`` when ``knn_graph``
+        chose the index itself (``kind="auto"``, see ``join_min``), else ``search``.
+    join_min, join_max : int
+        ``knn_graph`` with ``kind="auto"`` on CPU builds the graph exactly up to ``join_min``
+        rows (10,000), by IVF join up to ``join_max`` (200,000; nlist = round(sqrt n),
+        nprobe = 5, recall@32 about 0.99 on clustered data) and as ``build_index`` would
+        beyond (IVF search). With FAISS GPUs it always does what ``build_index`` would.
+        ``build_index`` itself (a searchable index) ignores both.
     """
 
     kind: str = "auto"
@@ -101,6 +108,8 @@ class IndexConfig:
     flat_max: int = 50_000
     ivf_storage: str = "fp16"
     graph_method: str = "auto"
+    join_min: int = 10_000
+    join_max: int = 200_000
 
     def validate(self) -> "IndexConfig":
         """Raise ValueError naming the offending field; return self."""
@@ -116,7 +125,7 @@ class IndexConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0):
                 raise ValueError(f"IndexConfig.{name}={v!r}; expected a positive int or None (auto).")
-        for name in ("hnsw_m", "block_size", "flat_max"):
+        for name in ("hnsw_m", "block_size", "flat_max", "join_min", "join_max"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise ValueError(f"IndexConfig.{name}={v!r}; expected a positive int.")
@@ -143,6 +152,34 @@ def num_gpus() -> int:
         return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
     except Exception:  # noqa: BLE001 - a broken CUDA install must not break CPU use
         return 0
+
+
+def resolve_graph_params(n: int, d: int, cfg: IndexConfig) -> dict:
+    """The parameters ``knn_graph`` will use: :func:`resolve_params` plus the graph method.
+
+    With ``kind="auto"`` on CPU: exact up to ``cfg.join_min`` rows, IVF join up to
+    ``cfg.join_max``, the ``build_index`` choice beyond. IVF params get ``graph_method``
+    (``join`` or ``search``). For the join, unset ``nlist`` / ``nprobe`` / ``train_size``
+    default to round(sqrt n) / 5 / 32 rows per list.
+    """
+    cfg.validate()
+    method = cfg.graph_method
+    if cfg.kind == "auto" and method in ("auto", "join") and not _want_gpu(cfg, "ivf"):
+        if n <= cfg.join_min and method == "auto":
+            cfg = dataclasses.replace(cfg, kind="flat")
+        elif n <= cfg.join_max or method == "join":
+            cfg, method = dataclasses.replace(cfg, kind="ivf"), "join"
+    if method == "join" and cfg.kind == "ivf":
+        nlist = cfg.nlist or max(1, int(round(math.sqrt(n))))
+        cfg = dataclasses.replace(cfg, nlist=nlist, nprobe=cfg.nprobe or 5,
+                                  train_size=cfg.train_size or 32 * nlist)
+    p = resolve_params(n, d, cfg)
+    if p["kind"] == "ivf" and method == "join":
+        p.pop("storage", None)  # the join keeps its own sorted copy of the rows
+        p["graph_method"] = "join"
+    elif p["kind"] == "ivf":
+        p["graph_method"] = "search"
+    return p
 
 
 def _memory_budget_bytes(cfg: IndexConfig) -> float:

@@ -26,7 +26,7 @@ import numpy as np
 from .._io import atomic_dir, dumps_json, is_complete, read_json
 from ._arrays import (as_f32_block, check_k, check_matrix, iter_f32_blocks, sample_rows, take_f32,
                       task_spans)
-from .faiss_index import IndexConfig, _build, faiss_threads, resolve_params
+from .faiss_index import IndexConfig, _build, faiss_threads, resolve_graph_params
 from .ivf_join import ivf_join_knn
 
 logger = logging.getLogger(__name__)
@@ -170,20 +170,6 @@ def _rerank_exact(X, xq: np.ndarray, I: np.ndarray, sub: int = 256):
     return D
 
 
-def _knn_ivf_join(X, k: int, p: dict, cfg: IndexConfig, progress: bool):
-    nb, sm, info = ivf_join_knn(X, k, p["nlist"], p["nprobe"], p["train_size"], seed=cfg.seed,
-                                block_size=cfg.block_size, progress=progress)
-    n_inserted = 0
-    for start in range(0, len(nb), cfg.block_size):
-        stop = min(len(nb), start + cfg.block_size)
-        xq = as_f32_block(X, start, stop)
-        I, D, ins = _fix_rows(nb[start:stop], sm[start:stop], start, np.einsum("ij,ij->i", xq, xq))
-        nb[start:stop] = I
-        sm[start:stop] = D
-        n_inserted += ins
-    return nb.astype(np.int32), sm, n_inserted, info
-
-
 def _search_block(index, X, xq: np.ndarray, start: int, kind: str, k: int):
     """One query block's sorted top-k rows (ids, sims, rows where self was inserted)."""
     k_search = min(X.shape[0], 2 * k) if kind == "ivfpq" else k
@@ -314,13 +300,19 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
     cfg = dataclasses.replace(cfg, k=k)  # auto settings (ef_search) follow the k actually used
     t0 = time.perf_counter()
     with faiss_threads(cfg.n_threads):
-        p = resolve_params(n, X.shape[1], cfg)
-        if p["kind"] == "ivf" and cfg.graph_method == "join":
-            neighbors, sims, n_inserted, info = _knn_ivf_join(X, k, p, cfg, progress)
+        p = resolve_graph_params(n, X.shape[1], cfg)
+        if p.get("graph_method") == "join":
+            neighbors, sims, info = ivf_join_knn(X, k, p["nlist"], p["nprobe"], p["train_size"],
+                                                 seed=cfg.seed, block_size=cfg.block_size, progress=progress,
+                                                 n_threads=cfg.n_threads)
+            n_inserted = 0  # a row's own list is always probed
             p.update(info, device="cpu")
             t_build = 0.0
-        else:
-            neighbors, sims, n_inserted, p, t_build = _knn_faiss(X, k, cfg, progress, executor)
+        else:  # build_index's own choice, or the exact index auto chose below join_min
+            neighbors, sims, n_inserted, p, t_build = _knn_faiss(
+                X, k, dataclasses.replace(cfg, kind=p["kind"]), progress, executor)
+            if p["kind"] == "ivf":
+                p["graph_method"] = "search"
     p = dict(p, k=k, self_inserted=n_inserted)
     logger.info("kNN graph n=%d k=%d (%s) in %.1fs (index %.1fs, search %.1fs); self inserted in %d rows",
                 n, k, p["kind"], time.perf_counter() - t0, t_build, time.perf_counter() - t0 - t_build,
