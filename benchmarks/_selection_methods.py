@@ -36,12 +36,13 @@ def _cosine_kernel(X: np.ndarray, dtype=np.float32, block: int = 4096) -> np.nda
 
 
 def _faiss_knn(X: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """FAISS inner-product kNN (self included) with the index subsetlm's ``auto`` picks.
+    """FAISS inner-product kNN (self included), as a user of apricot would build it.
 
-    Exact ``IndexFlatIP`` up to 50,000 rows, IVF-Flat beyond with the same parameters as
-    ``subsetlm.index.IndexConfig`` defaults (nlist = round(4 sqrt n), nprobe = max(16,
-    nlist // 64), a seeded training sample of max(32 nlist, 65,536) rows), so apricot gets
-    a graph of the same quality at the same cost. Returns sims, ids, description.
+    Exact ``IndexFlatIP`` up to 50,000 rows (what ``build_index`` picks there), IVF-Flat
+    beyond with subsetlm's IVF search defaults (nlist = round(4 sqrt n), nprobe = max(16,
+    nlist // 64), a seeded training sample of max(32 nlist, 65,536) rows). subsetlm's own
+    IVF self-join (its ``knn_graph`` default from 10k to 200k rows) is not handed over:
+    it is part of what is being compared. Returns sims, ids, description.
     """
     import faiss
 

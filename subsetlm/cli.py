@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build the FAISS kNN graph (and k-means partitions) of a store")
     p.add_argument("store")
     p.add_argument("--k", type=int, default=None, help="neighbours per sample, itself included (default 32)")
-    p.add_argument("--kind", choices=["auto", "flat", "ivf", "ivfpq", "hnsw"])
+    p.add_argument("--kind", choices=["auto", "flat", "ivf", "ivfpq", "hnsw"],
+                   help="auto (CPU): exact up to 10,000 samples, IVF self-join up to 200,000, IVF search beyond")
+    p.add_argument("--graph-method", dest="graph_method", choices=["auto", "join", "search"],
+                   help="with IVF: join (lists against their nearest lists, BLAS) or search (FAISS, row by row)")
     p.add_argument("--partitions", type=int, default=0, help="also fit P k-means partitions")
     p.add_argument("--seed", type=int)
     p.add_argument("--gpu", dest="use_gpu", choices=["auto", "yes", "no"])
@@ -240,7 +243,7 @@ def _cmd_index(args: argparse.Namespace, progress: bool) -> int:
     from subsetlm.index import IndexConfig, build_store_graph, build_store_partitions
 
     use_gpu = {None: None, "auto": "auto", "yes": True, "no": False}[args.use_gpu]
-    cfg = _config(IndexConfig, args, ["k", "kind", "seed"], use_gpu=use_gpu)
+    cfg = _config(IndexConfig, args, ["k", "kind", "seed", "graph_method"], use_gpu=use_gpu)
     store = EmbeddingStore.open(args.store)
     if args.partitions_only and not (args.partitions and args.partitions > 1):
         raise ValueError("--partitions-only needs --partitions P (P > 1)")

@@ -100,3 +100,13 @@ def test_config_file_and_unknown_field(tmp_path, store, capsys):
     cfg.write_text("budgett: 3\n")
     assert main(["select", str(store), "--config", str(cfg), "--out", str(tmp_path / "s2"), "-q"]) == 2
     assert "budgett" in capsys.readouterr().err
+
+
+def test_index_graph_method_flag_reaches_the_graph(store):
+    assert main(["index", str(store), "--k", "4", "--graph-method", "join", "-q"]) == 0
+    man = json.loads((store / "graphs" / "knn-k4" / "manifest.json").read_text())
+    assert man["params"]["graph_method"] == "join" and man["config"]["graph_method"] == "join"
+    # the default (60 samples: exact) is another config, so the graph is rebuilt
+    assert main(["index", str(store), "--k", "4", "-q"]) == 0
+    man = json.loads((store / "graphs" / "knn-k4" / "manifest.json").read_text())
+    assert man["kind"] == "flat" and man["config"]["graph_method"] == "auto"

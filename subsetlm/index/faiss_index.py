@@ -9,7 +9,9 @@ sets the search parameters. ``kind="auto"`` chooses
 - ``ivf`` otherwise (IVF with float16 storage, ``IndexIVFScalarQuantizer`` QT_fp16, or
   ``IndexIVFFlat`` with ``ivf_storage="float32"``).
 
-``hnsw`` (``IndexHNSWFlat``) is used only on request.
+``hnsw`` (``IndexHNSWFlat``) is used only on request. ``knn_graph`` (every row's
+neighbours) has its own ``auto`` below ``IndexConfig.join_max`` on CPU, see
+:func:`resolve_graph_params`: exact up to 10,000 rows, then the IVF self-join.
 
 Example
 -------
