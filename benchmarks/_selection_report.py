@@ -171,8 +171,9 @@ mean best similarity), and adds a uniform random subset as a baseline.
   sub-topic sizes; L2-normalised float32. Cosines: same sub-topic about 0.5-0.74, same topic
   about half that, unrelated points about 0.05.
 - The machine is shared with other work, so timings carry some noise; the spread over
-  repeats is shown where there were repeats. When a results file records `conditions`
-  (when and under what load a table was measured), they are printed under its title.
+  repeats is shown where there were repeats. Under each title, **Conditions** says when the
+  table was measured and the 1-minute load average at the start of each run (above the core
+  count = other work was competing).
 """
 
 

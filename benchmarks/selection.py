@@ -181,7 +181,8 @@ def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_
     X = np.load(path, mmap_mode="r")
     n, d = X.shape
     budget = max(1, int(round(budget_frac * n)))
-    runs, memo = [], {}
+    runs, memo, loads = [], {}, []
+    t_start = time.gmtime()
     sample = eval_sample if eval_sample and n > eval_sample else None
     for method in methods:
         need = METHODS[method][1](n, d, k) / GB
@@ -193,6 +194,7 @@ def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_
         # the peers get the float32 array they would be handed. Both are scored on float32.
         src = float16_copy(path) if method.startswith("subsetlm") else path
         for r in range(repeats):
+            loads.append(os.getloadavg()[0])
             rec = run_worker(method, src, budget, k, seed, work / f"{name}-{method}-r{r}.json", max_seconds)
             if src != path and rec.get("status") == "ok":
                 rec["variant"] = f"{rec.get('variant', '')}, float16 input as an EmbeddingStore holds it"
@@ -212,8 +214,11 @@ def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_
             if rec["status"] != "ok":
                 break  # a timeout or failure will not change on a repeat
     rand = np.random.default_rng(seed).choice(n, size=budget, replace=False)
+    span = f"{time.strftime('%Y-%m-%d %H:%M', t_start)}-{time.strftime('%H:%M', time.gmtime())} UTC"
+    cond = (f"measured {span}; 1-min load average at the start of each run "
+            f"{min(loads):.1f}-{max(loads):.1f} ({os.cpu_count()} cores)." if loads else None)
     return {"name": name, "n": n, "d": d, "budget": budget, "budget_frac": budget_frac, "k": k,
-            "repeats": repeats, "eval_sample": sample, "meta": meta, "runs": runs,
+            "repeats": repeats, "eval_sample": sample, "meta": meta, "runs": runs, "conditions": cond,
             "random": data.facility_objective(X, rand, sample=sample, seed=seed)}
 
 
