@@ -48,22 +48,25 @@ def _train_centroids(X, nlist: int, train_size: int, seed: int, niter: int = 10)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-def _assign(X, centroids: np.ndarray, block_size: int) -> np.ndarray:
-    """Nearest centroid (largest inner product; ties to the smaller id) of every row, blocked.
+def _assign(X, centroids: np.ndarray, pool, block: int = 2048) -> np.ndarray:
+    """Nearest centroid (largest inner product; ties to the smaller id) of every row.
 
-    Checks every row for NaN/inf (``as_f32_block``; no copy for float32 blocks).
+    Blocks of ``block`` rows on ``pool``; checks every row for NaN/inf (``as_f32_block``).
     """
     n = X.shape[0]
     out = np.empty(n, dtype=np.int64)
-    for start in range(0, n, block_size):
-        xb = as_f32_block(X, start, min(n, start + block_size))
+
+    def one(start: int) -> None:
+        xb = as_f32_block(X, start, min(n, start + block))
         out[start:start + len(xb)] = np.argmax(xb @ centroids.T, axis=1)
+
+    list(pool.map(one, range(0, n, block)))
     return out
 
 
 def ivf_join_knn(X, k: int, nlist: int, nprobe: int, train_size: int, seed: int = 0,
                  block_size: int = 16384, progress: bool = False, float32_max_bytes: float = 2**30,
-                 n_threads: int | None = None):
+                 n_threads: int | None = None, niter: int = 10):
     """Top-k neighbours of every row of ``X`` (self included) by IVF self-join.
 
     Returns ``(neighbors (n, k) int32, sims (n, k) float32, info dict)``, rows sorted as
@@ -77,48 +80,50 @@ def ivf_join_knn(X, k: int, nlist: int, nprobe: int, train_size: int, seed: int 
     n, d = X.shape
     n_threads = n_threads or len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
-    if X.dtype != np.float32 and n * d * 4 <= float32_max_bytes:
-        X = as_f32_block(X, 0, n)  # convert once
-    centroids = _train_centroids(X, nlist, train_size, seed)
-    t_train = time.perf_counter() - t0
-    assign = _assign(X, centroids, block_size)
-    t_assign = time.perf_counter() - t0 - t_train
-    order = np.argsort(assign, kind="stable")
-    sizes = np.bincount(assign, minlength=nlist)
-    offsets = np.zeros(nlist + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    del assign
-    Xs = np.empty((n, d), dtype=np.float16 if X.dtype == np.float16 else np.float32)
-    for s in range(0, n, block_size):
-        Xs[s:s + block_size] = X[order[s:s + block_size]]
-    del X  # (the float32 copy, if one was made)
-    # centroid-level probes: each list is compared with the lists of its nprobe nearest centroids
-    cq = faiss.IndexFlatIP(d)
-    cq.add(centroids)
-    probes = cq.search(centroids, min(nprobe, nlist))[1]
-    t_prep = time.perf_counter() - t0 - t_train - t_assign
-    neighbors = np.empty((n, k), dtype=np.int32)
-    sims = np.empty((n, k), dtype=np.float32)
-
-    def join_list(L: int) -> int:
-        a, b = offsets[L], offsets[L + 1]
-        if a == b:
-            return 0
-        plist = probes[L]
-        plist = plist[(plist >= 0) & (plist != L)]
-        plist = np.concatenate([[L], plist[sizes[plist] > 0]])  # its own list always
-        cand = np.concatenate([Xs[offsets[j]:offsets[j + 1]] for j in plist]).astype(np.float32, copy=False)
-        cand_ids = np.concatenate([order[offsets[j]:offsets[j + 1]] for j in plist])
-        step = max(1, _MAX_SIM_ELEMS // len(cand_ids))
-        for qa in range(a, b, step):
-            qb = min(b, qa + step)
-            S = Xs[qa:qb].astype(np.float32, copy=False) @ cand.T
-            scatter_topk(S, cand_ids, order[qa:qb], k, neighbors, sims)
-        return (b - a) * len(cand_ids)
-
-    # one list per thread at a time, BLAS single-threaded: no two thread pools fighting
-    # over the cores, and each list's similarity block stays in that core's cache
+    # BLAS single-threaded throughout, our threads run one block or list each: two pools
+    # (OpenBLAS's and ours) taking turns on the same cores lose time to each other's
+    # spin-waits, and each list's similarity block stays in its core's cache
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        if X.dtype != np.float32 and n * d * 4 <= float32_max_bytes:
+            X = np.ascontiguousarray(X, dtype=np.float32)  # convert once (checked in _assign)
+        with threadpool_limits(None, user_api="blas"):  # FAISS k-means: its own threads
+            centroids = _train_centroids(X, nlist, train_size, seed, niter=niter)
+        t_train = time.perf_counter() - t0
+        assign = _assign(X, centroids, pool)
+        t_assign = time.perf_counter() - t0 - t_train
+        order = np.argsort(assign, kind="stable")
+        sizes = np.bincount(assign, minlength=nlist)
+        offsets = np.zeros(nlist + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        del assign
+        Xs = np.empty((n, d), dtype=np.float16 if X.dtype == np.float16 else np.float32)
+        for s in range(0, n, block_size):
+            np.take(X, order[s:s + block_size], axis=0, out=Xs[s:s + block_size])
+        del X  # (the float32 copy, if one was made)
+        # centroid-level probes: each list is compared with the lists of its nprobe nearest centroids
+        cq = faiss.IndexFlatIP(d)
+        cq.add(centroids)
+        probes = cq.search(centroids, min(nprobe, nlist))[1]
+        t_prep = time.perf_counter() - t0 - t_train - t_assign
+        neighbors = np.empty((n, k), dtype=np.int32)
+        sims = np.empty((n, k), dtype=np.float32)
+
+        def join_list(L: int) -> int:
+            a, b = offsets[L], offsets[L + 1]
+            if a == b:
+                return 0
+            plist = probes[L]
+            plist = plist[(plist >= 0) & (plist != L)]
+            plist = np.concatenate([[L], plist[sizes[plist] > 0]])  # its own list always
+            cand = np.concatenate([Xs[offsets[j]:offsets[j + 1]] for j in plist]).astype(np.float32, copy=False)
+            cand_ids = np.concatenate([order[offsets[j]:offsets[j + 1]] for j in plist])
+            step = max(1, _MAX_SIM_ELEMS // len(cand_ids))
+            for qa in range(a, b, step):
+                qb = min(b, qa + step)
+                S = Xs[qa:qb].astype(np.float32, copy=False) @ cand.T
+                scatter_topk(S, cand_ids, order[qa:qb], k, neighbors, sims)
+            return (b - a) * len(cand_ids)
+
         done = pool.map(join_list, range(nlist))
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415
