@@ -1,12 +1,15 @@
-"""Numba top-k of similarity blocks, written straight into the kNN graph's rows (private).
+"""Numba top-k merging of similarity blocks into the kNN graph's rows (private).
 
 ``np.argpartition`` over a (queries x candidates) block costs as much as the BLAS product
-that made it, and the rows still have to be sorted afterwards. A bounded heap per row
-scans each candidate once (most fall below the current k-th best and cost one compare),
-keeps the k best and sorts them.
+that made it, and the rows still have to be sorted afterwards. Here every graph row is a
+bounded heap of its k best (similarity, id) so far, kept in the graph arrays themselves:
+a block is merged in one pass (most candidates fall below the row's current k-th best and
+cost one compare), blocks can arrive in any order, and :func:`finish_rows` sorts the heaps
+into graph rows at the end. The kept set is the top-k under a strict order, so it does not
+depend on the order the blocks came in.
 
-Row order, as :func:`subsetlm.index.knn._fix_rows` defines it: decreasing similarity, the
-row itself first among ties, then smaller id; missing neighbours (-1, similarity 0) last.
+Order, as :func:`subsetlm.index.knn._fix_rows` defines it: decreasing similarity, the row
+itself first among ties, then smaller id; missing neighbours (-1, similarity 0) last.
 """
 
 from __future__ import annotations
@@ -14,79 +17,79 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+_MISSING = np.int64(1) << 62  # tie key of an empty heap slot (id -1): worse than any id
+
+
+@njit(cache=True, inline="always")
+def _key(cid, me):
+    return np.int64(-1) if cid == me else (np.int64(cid) if cid >= 0 else _MISSING)
+
 
 @njit(cache=True, inline="always")
 def _better(s_a, t_a, s_b, t_b):
-    # t = -1 for the row itself, else the candidate id: ties go to self, then the smaller id
     return s_a > s_b or (s_a == s_b and t_a < t_b)
 
 
-@njit(cache=True, inline="always")
-def _sift_down(hs, ht, size, pos):
-    s, t = hs[pos], ht[pos]
+@njit(cache=True)
+def _sift_down(hs, hi, size, pos, me):
+    s, c0 = hs[pos], hi[pos]
+    t = _key(c0, me)
     while True:
         c = 2 * pos + 1
         if c >= size:
             break
-        if c + 1 < size and _better(hs[c], ht[c], hs[c + 1], ht[c + 1]):
+        if c + 1 < size and _better(hs[c], _key(hi[c], me), hs[c + 1], _key(hi[c + 1], me)):
             c += 1  # the worse child
-        if _better(s, t, hs[c], ht[c]):
-            hs[pos], ht[pos] = hs[c], ht[c]
+        if _better(s, t, hs[c], _key(hi[c], me)):
+            hs[pos], hi[pos] = hs[c], hi[c]
             pos = c
         else:
             break
-    hs[pos], ht[pos] = s, t
+    hs[pos], hi[pos] = s, c0
 
 
 @njit(cache=True, nogil=True)
-def scatter_topk(S, cand_ids, rows, k, neighbors, sims):
-    """Write the top-``k`` candidates of query ``r`` into graph row ``rows[r]``.
+def merge_block(S, rows, cand_ids, neighbors, sims):
+    """Merge similarities ``S`` (m, c) of graph rows ``rows`` (m,) to ``cand_ids`` (c,) into the row heaps.
 
-    Runs without the GIL, so threads can each work on their own IVF list.
-
-    Parameters
-    ----------
-    S : (m, c) float32
-        Similarities of the queries to the candidates ``cand_ids`` (c,) int64, distinct.
-    rows : (m,) int64
-        The graph row of each query.
-    neighbors : (n, k) int32, sims : (n, k) float32
-        Output; a row with fewer than ``k`` candidates is padded with -1 / 0.0.
+    ``neighbors`` (n, k) int32 / ``sims`` (n, k) float32 hold one min-heap per row (slot 0
+    the worst kept), started by :func:`empty_rows`. ``S`` may be any 2-D float32 view
+    (``S.T`` merges a block into the candidates' rows). Runs without the GIL; rows merged
+    by two threads at once need a lock.
     """
     m, c = S.shape
-    kk = min(k, c)
-    hs = np.empty(kk, np.float32)  # a min-heap: hs[0] is the worst kept
-    ht = np.empty(kk, np.int64)
+    k = neighbors.shape[1]
     for r in range(m):
         me = rows[r]
-        size = 0
+        hs = sims[me]
+        hi = neighbors[me]
         for j in range(c):
             s = S[r, j]
-            if size == kk and s < hs[0]:
-                continue  # the common case once the heap is full: one compare
+            if s < hs[0]:
+                continue  # the common case once a row has k good ones: one compare
             cid = cand_ids[j]
-            t = -1 if cid == me else cid
-            if size < kk:
-                pos = size
-                size += 1
-                while pos > 0:
-                    parent = (pos - 1) // 2
-                    if _better(hs[parent], ht[parent], s, t):
-                        hs[pos], ht[pos] = hs[parent], ht[parent]
-                        pos = parent
-                    else:
-                        break
-                hs[pos], ht[pos] = s, t
-            elif _better(s, t, hs[0], ht[0]):
-                hs[0], ht[0] = s, t
-                _sift_down(hs, ht, size, 0)
-        # pop the worst to the back: the row comes out best first
-        for last in range(kk - 1, -1, -1):
-            s, t = hs[0], ht[0]
-            hs[0], ht[0] = hs[last], ht[last]
-            _sift_down(hs, ht, last, 0)
-            neighbors[me, last] = me if t == -1 else t
-            sims[me, last] = s
-        for q in range(kk, k):
-            neighbors[me, q] = -1
-            sims[me, q] = 0.0
+            if _better(s, _key(cid, me), hs[0], _key(hi[0], me)):
+                hs[0], hi[0] = s, cid
+                _sift_down(hs, hi, k, 0, me)
+
+
+def empty_rows(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row heaps with every slot empty (id -1, similarity -inf)."""
+    return np.full((n, k), -1, dtype=np.int32), np.full((n, k), -np.inf, dtype=np.float32)
+
+
+@njit(cache=True, nogil=True)
+def finish_rows(neighbors, sims, start, stop):
+    """Sort the heaps of rows ``start:stop`` best first; empty slots become -1 / 0.0."""
+    k = neighbors.shape[1]
+    for me in range(start, stop):
+        hs = sims[me]
+        hi = neighbors[me]
+        for last in range(k - 1, 0, -1):  # pop the worst to the back
+            s, c0 = hs[0], hi[0]
+            hs[0], hi[0] = hs[last], hi[last]
+            _sift_down(hs, hi, last, 0, me)
+            hs[last], hi[last] = s, c0
+        for q in range(k):
+            if hi[q] < 0:
+                hs[q] = 0.0

@@ -90,7 +90,7 @@ class IndexConfig:
     join_min, join_max : int
         ``knn_graph`` with ``kind="auto"`` on CPU builds the graph exactly up to ``join_min``
         rows (10,000), by IVF join up to ``join_max`` (200,000; nlist = round(sqrt n),
-        nprobe = 5, recall@32 about 0.99 on clustered data) and as ``build_index`` would
+        nprobe = 4, recall@32 about 0.99 on clustered data) and as ``build_index`` would
         beyond (IVF search). With FAISS GPUs it always does what ``build_index`` would.
         ``build_index`` itself (a searchable index) ignores both.
     """
@@ -162,7 +162,7 @@ def resolve_graph_params(n: int, d: int, cfg: IndexConfig) -> dict:
     With ``kind="auto"`` on CPU: exact up to ``cfg.join_min`` rows, IVF join up to
     ``cfg.join_max``, the ``build_index`` choice beyond. IVF params get ``graph_method``
     (``join`` or ``search``). For the join, unset ``nlist`` / ``nprobe`` / ``train_size``
-    default to round(sqrt n) / 5 / 32 rows per list.
+    default to round(sqrt n) / 4 / 32 rows per list.
     """
     cfg.validate()
     method = cfg.graph_method
@@ -173,7 +173,7 @@ def resolve_graph_params(n: int, d: int, cfg: IndexConfig) -> dict:
             cfg, method = dataclasses.replace(cfg, kind="ivf"), "join"
     if method == "join" and cfg.kind == "ivf":
         nlist = cfg.nlist or max(1, int(round(math.sqrt(n))))
-        cfg = dataclasses.replace(cfg, nlist=nlist, nprobe=cfg.nprobe or 5,
+        cfg = dataclasses.replace(cfg, nlist=nlist, nprobe=cfg.nprobe or 4,
                                   train_size=cfg.train_size or 32 * nlist)
     p = resolve_params(n, d, cfg)
     if p["kind"] == "ivf" and method == "join":

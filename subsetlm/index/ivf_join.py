@@ -6,21 +6,24 @@ them by IVF list and compute one BLAS product per list against the rows of the l
 its ``nprobe`` nearest centroids: every candidate list is read once per query list
 instead of once per query, and similarities are exact. Measured at n = 20k / 100k,
 d = 384 (docs/benchmarks.md, section selection) it is several times faster than FAISS's
-exact or IVF search of every row, at recall@32 ~0.99 with nlist = sqrt(n), nprobe = 5.
+exact or IVF search of every row, at recall@32 ~0.99 with nlist = sqrt(n), nprobe = 4.
 
 Steps: spherical k-means centroids on a seeded sample (FAISS), assign every row to its
 nearest centroid (blocked), sort rows by list (one float32 copy when it fits in
-``float32_max_bytes``, else in the input dtype), find the ``nprobe`` nearest centroids of
-each centroid (always including itself), then per list: S = rows x candidates in
-single-threaded BLAS and a numba bounded-heap top-k (``_topk.scatter_topk``, no GIL)
-straight into the sorted graph rows, one list per thread. A row's own list is always
-probed, so every row finds itself. The result does not depend on the thread count.
+``float32_max_bytes``, else in the input dtype), pair each list with the lists of its
+``nprobe`` nearest centroids, symmetrically (L and M are paired when either is among the
+other's), then per list L: one single-threaded BLAS product of its rows against its own
+rows and those of its partners M > L, merged by numba bounded heaps (``_topk``, no GIL)
+into the rows of L and, transposed, into the rows of each M: every pair's block is
+computed once. One list per thread, a lock per list's rows. A row's own list is always
+joined, so every row finds itself. The result does not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ._arrays import as_f32_block, sample_rows, take_f32, warn_if_not_normalised
-from ._topk import scatter_topk
+from ._topk import empty_rows, finish_rows, merge_block
 from .faiss_index import _faiss
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,19 @@ def _assign(X, centroids: np.ndarray, pool, block: int = 2048) -> np.ndarray:
 
     list(pool.map(one, range(0, n, block)))
     return out
+
+
+def _pairs(probes: np.ndarray, sizes: np.ndarray) -> list[list[int]]:
+    """``up[L]``: the non-empty lists M > L paired with L (either among the other's probes), sorted."""
+    nlist = len(sizes)
+    up: list[set] = [set() for _ in range(nlist)]
+    for L in range(nlist):
+        if sizes[L] == 0:
+            continue
+        for M in probes[L]:
+            if M >= 0 and M != L and sizes[M] > 0:
+                up[min(L, M)].add(int(max(L, M)))
+    return [sorted(u) for u in up]
 
 
 def ivf_join_knn(X, k: int, nlist: int, nprobe: int, train_size: int, seed: int = 0,
@@ -100,36 +116,50 @@ def ivf_join_knn(X, k: int, nlist: int, nprobe: int, train_size: int, seed: int 
         for s in range(0, n, block_size):
             np.take(X, order[s:s + block_size], axis=0, out=Xs[s:s + block_size])
         del X  # (the float32 copy, if one was made)
-        # centroid-level probes: each list is compared with the lists of its nprobe nearest centroids
+        # centroid-level probes, made symmetric: lists L and M are joined when either is among
+        # the other's nprobe nearest; each such pair's block is computed once and merged into
+        # the rows of both (the similarity of a pair is one number, seen from both sides)
         cq = faiss.IndexFlatIP(d)
         cq.add(centroids)
         probes = cq.search(centroids, min(nprobe, nlist))[1]
+        up = _pairs(probes, sizes)
         t_prep = time.perf_counter() - t0 - t_train - t_assign
-        neighbors = np.empty((n, k), dtype=np.int32)
-        sims = np.empty((n, k), dtype=np.float32)
+        neighbors, sims = empty_rows(n, k)
+        locks = [threading.Lock() for _ in range(nlist)]
 
-        def join_list(L: int) -> int:
+        def join_list(L: int) -> None:
             a, b = offsets[L], offsets[L + 1]
             if a == b:
-                return 0
-            plist = probes[L]
-            plist = plist[(plist >= 0) & (plist != L)]
-            plist = np.concatenate([[L], plist[sizes[plist] > 0]])  # its own list always
-            cand = np.concatenate([Xs[offsets[j]:offsets[j + 1]] for j in plist]).astype(np.float32, copy=False)
-            cand_ids = np.concatenate([order[offsets[j]:offsets[j + 1]] for j in plist])
+                return
+            own = [L] + up[L]  # the diagonal block, then the pairs (L, M > L)
+            cand = np.concatenate([Xs[offsets[j]:offsets[j + 1]] for j in own]).astype(np.float32, copy=False)
+            cand_ids = np.concatenate([order[offsets[j]:offsets[j + 1]] for j in own])
+            ends = np.cumsum([0] + [sizes[j] for j in own])
             step = max(1, _MAX_SIM_ELEMS // len(cand_ids))
             for qa in range(a, b, step):
                 qb = min(b, qa + step)
                 S = Xs[qa:qb].astype(np.float32, copy=False) @ cand.T
-                scatter_topk(S, cand_ids, order[qa:qb], k, neighbors, sims)
-            return (b - a) * len(cand_ids)
+                rows = order[qa:qb]
+                with locks[L]:
+                    merge_block(S, rows, cand_ids, neighbors, sims)
+                for i, M in enumerate(own[1:], 1):
+                    with locks[M]:
+                        merge_block(S[:, ends[i]:ends[i + 1]].T, cand_ids[ends[i]:ends[i + 1]], rows,
+                                    neighbors, sims)
 
         done = pool.map(join_list, range(nlist))
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415
 
             done = tqdm(done, total=nlist, desc="kNN (IVF join)", unit="list")
-        n_cand_total = sum(done)
+        list(done)
+        list(pool.map(lambda s: finish_rows(neighbors, sims, s, min(n, s + 4096)), range(0, n, 4096)))
+    cand = sizes.astype(np.int64)  # candidates per row of each list: itself and its pairs
+    for L in range(nlist):
+        for M in up[L]:
+            cand[L] += sizes[M]
+            cand[M] += sizes[L]
+    n_cand_total = int((sizes * cand).sum())
     timings = {"train": round(t_train, 2), "assign": round(t_assign, 2), "prepare": round(t_prep, 2),
                "join": round(time.perf_counter() - t0 - t_train - t_assign - t_prep, 2)}
     # only deterministic facts go to the manifest; timings are logged

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from subsetlm.index import IndexConfig, estimate_recall, knn_graph
-from subsetlm.index._topk import scatter_topk
+from subsetlm.index._topk import empty_rows, finish_rows, merge_block
 from subsetlm.index.faiss_index import resolve_graph_params
 from subsetlm.index.ivf_join import ivf_join_knn
 
@@ -26,7 +26,7 @@ def _reference_topk(S, cand_ids, rows, k):
 
 
 @pytest.mark.parametrize("m, c, k", [(50, 300, 8), (7, 5, 8), (30, 64, 64), (1, 1, 3)])
-def test_topk_kernel_matches_a_full_sort(m, c, k):
+def test_topk_merge_matches_a_full_sort_in_any_block_order(m, c, k):
     rng = np.random.default_rng(m + c)
     # few distinct values: many ties, which must break by self first, then the smaller id
     S = rng.integers(0, 6, (m, c)).astype(np.float32) / 5
@@ -35,14 +35,23 @@ def test_topk_kernel_matches_a_full_sort(m, c, k):
     rows = np.unique(rows)[:m].astype(np.int64)  # distinct graph rows, some of them candidates
     S = S[:len(rows)]
     n = int(max(rows.max(), cand_ids.max())) + 1
-    nb = np.full((n, k), 99, np.int32)
-    sm = np.full((n, k), 99, np.float32)
-    scatter_topk(np.ascontiguousarray(S), cand_ids, rows, k, nb, sm)
     ref_nb, ref_sm = _reference_topk(S, cand_ids, rows, k)
-    np.testing.assert_array_equal(nb[rows], ref_nb)
-    np.testing.assert_array_equal(sm[rows], ref_sm)
-    untouched = np.setdiff1d(np.arange(n), rows)
-    assert (nb[untouched] == 99).all()
+    for pieces in (1, 3):  # the candidates in one block, or in three merged in reverse order
+        nb, sm = empty_rows(n, k)
+        for cols in reversed(np.array_split(np.arange(c), pieces)):
+            merge_block(np.ascontiguousarray(S[:, cols]), rows, cand_ids[cols], nb, sm)
+        finish_rows(nb, sm, 0, n)
+        np.testing.assert_array_equal(nb[rows], ref_nb)
+        np.testing.assert_array_equal(sm[rows], ref_sm)
+        untouched = np.setdiff1d(np.arange(n), rows)
+        assert (nb[untouched] == -1).all() and (sm[untouched] == 0).all()
+    # a transposed view merges the block into the candidates' rows
+    nb, sm = empty_rows(n, k)
+    merge_block(S.T, cand_ids, rows, nb, sm)
+    finish_rows(nb, sm, 0, n)
+    ref_nb, ref_sm = _reference_topk(np.ascontiguousarray(S.T), rows, cand_ids, k)
+    np.testing.assert_array_equal(nb[cand_ids], ref_nb)
+    np.testing.assert_array_equal(sm[cand_ids], ref_sm)
 
 
 def test_join_probing_every_list_is_exact_search():
@@ -60,7 +69,7 @@ def test_auto_join_recall_and_exact_similarities():
     X = clustered(30_000, d=32, n_centres=300, sigma=0.6, seed=5)[0]
     g = knn_graph(X, k=16)
     assert (g.params["kind"], g.params["graph_method"]) == ("ivf", "join")
-    assert (g.params["nlist"], g.params["nprobe"]) == (173, 5)
+    assert (g.params["nlist"], g.params["nprobe"]) == (173, 4)
     assert (g.neighbors[:, 0] == np.arange(len(X))).all()
     assert (np.diff(g.similarities, axis=1) <= 0).all()
     assert estimate_recall(X, g, n_queries=500) >= 0.95
@@ -109,7 +118,7 @@ def test_explicit_choices_are_kept():
     p = resolve_graph_params(20_000, 64, IndexConfig(kind="ivf"))
     assert p["graph_method"] == "search" and p["nlist"] == 512  # min(4 sqrt n, n / 39)
     p = resolve_graph_params(500, 64, IndexConfig(graph_method="join"))  # join asked even for tiny n
-    assert (p["kind"], p["graph_method"], p["nlist"], p["nprobe"], p["train_size"]) == ("ivf", "join", 22, 5, 500)
+    assert (p["kind"], p["graph_method"], p["nlist"], p["nprobe"], p["train_size"]) == ("ivf", "join", 22, 4, 500)
     p = resolve_graph_params(20_000, 64, IndexConfig(graph_method="search"))
     assert p["kind"] == "flat"  # below flat_max, build_index's own choice
     p = resolve_graph_params(20_000, 64, IndexConfig(join_min=50_000))
