@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from benchmarks import _selection_data as data  # noqa: E402
 from benchmarks._selection_methods import METHODS  # noqa: E402
 
-DEFAULT_METHODS = ("subsetlm-lazy", "subsetlm-stochastic", "submodlib", "apricot-dense",
+DEFAULT_METHODS = ("subsetlm-lazy", "subsetlm-stochastic", "subsetlm-join", "submodlib", "apricot-dense",
                    "apricot-sparse", "apricot-stochastic")
 GB = 1e9
 
@@ -98,6 +98,9 @@ def worker_main(args) -> int:
     wall = time.perf_counter() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    post = extra.pop("_post", None)
+    if post is not None:
+        extra.update(post())
     out = Path(args.out)
     np.save(out.with_suffix(".idx.npy"), np.asarray(order, dtype=np.int64))
     rec = {"method": args.worker, "n": int(X.shape[0]), "d": int(X.shape[1]), "budget": args.budget,

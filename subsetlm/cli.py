@@ -64,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--k", type=int, default=None, help="neighbours per sample, itself included (default 32)")
     p.add_argument("--kind", choices=["auto", "flat", "ivf", "ivfpq", "hnsw"],
-                   help="auto (CPU): exact up to 10,000 samples, IVF self-join up to 200,000, IVF search beyond")
+                   help="auto: exact up to 50,000 samples, IVF beyond (IVF-PQ when memory is short)")
     p.add_argument("--graph-method", dest="graph_method", choices=["auto", "join", "search"],
-                   help="with IVF: join (lists against their nearest lists, BLAS) or search (FAISS, row by row)")
+                   help="join: IVF self-join, neighbouring lists against each other in BLAS (CPU; much "
+                   "faster, recall depends on how clustered the data is); auto/search: FAISS search")
     p.add_argument("--partitions", type=int, default=0, help="also fit P k-means partitions")
     p.add_argument("--seed", type=int)
     p.add_argument("--gpu", dest="use_gpu", choices=["auto", "yes", "no"])

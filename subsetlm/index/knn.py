@@ -271,8 +271,8 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
         built here, saved next to ``X`` (a memory-mapped ``.npy``, on storage every worker
         reads) and the search blocks run as tasks of 16 blocks, IVF lists memory-mapped:
         the same neighbours as locally, similarities to within float32 rounding (FAISS's
-        thread count). Ignored for GPU indexes, in-memory ``X`` and the IVF join (the
-        default from 10k to 200k rows on CPU; it runs here).
+        thread count). Ignored for GPU indexes, in-memory ``X`` and the IVF join (it runs
+        here).
 
     Returns
     -------
@@ -304,7 +304,7 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
         p = resolve_graph_params(n, X.shape[1], cfg)
         if p.get("graph_method") == "join":
             if executor is not None:
-                logger.info("the IVF join runs here, not on the executor (%d rows); --kind ivf "
+                logger.info("the IVF join runs here, not on the executor (%d rows); "
                             "--graph-method search distributes the search", n)
             neighbors, sims, info = ivf_join_knn(X, k, p["nlist"], p["nprobe"], p["train_size"],
                                                  seed=cfg.seed, block_size=cfg.block_size, progress=progress,
@@ -312,7 +312,7 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
             n_inserted = 0  # a row's own list is always probed
             p.update(info, device="cpu")
             t_build = 0.0
-        else:  # build_index's own choice, or the exact index auto chose below join_min
+        else:
             neighbors, sims, n_inserted, p, t_build = _knn_faiss(
                 X, k, dataclasses.replace(cfg, kind=p["kind"]), progress, executor)
             if p["kind"] == "ivf":

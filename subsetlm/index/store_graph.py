@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # IndexConfig fields that change the graph (block_size, use_gpu, n_threads do not).
 _RESULT_FIELDS = ("kind", "k", "nlist", "nprobe", "hnsw_m", "ef_search", "train_size", "seed",
-                  "memory_gb", "flat_max", "ivf_storage", "graph_method", "join_min", "join_max")
+                  "memory_gb", "flat_max", "ivf_storage", "graph_method")
 
 
 def _open(store):

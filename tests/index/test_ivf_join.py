@@ -65,11 +65,11 @@ def test_join_probing_every_list_is_exact_search():
     assert join.params["graph_method"] == "join" and join.params["self_inserted"] == 0
 
 
-def test_auto_join_recall_and_exact_similarities():
+def test_join_default_params_recall_and_exact_similarities():
     X = clustered(30_000, d=32, n_centres=300, sigma=0.6, seed=5)[0]
-    g = knn_graph(X, k=16)
+    g = knn_graph(X, k=16, cfg=IndexConfig(graph_method="join"))
     assert (g.params["kind"], g.params["graph_method"]) == ("ivf", "join")
-    assert (g.params["nlist"], g.params["nprobe"]) == (173, 4)
+    assert (g.params["nlist"], g.params["nprobe"], g.params["train_size"]) == (173, 4, 32 * 173)
     assert (g.neighbors[:, 0] == np.arange(len(X))).all()
     assert (np.diff(g.similarities, axis=1) <= 0).all()
     assert estimate_recall(X, g, n_queries=500) >= 0.95
@@ -106,34 +106,19 @@ def test_join_names_a_nan_row():
         knn_graph(X, k=4, cfg=IndexConfig(kind="ivf", graph_method="join", nlist=5))
 
 
-@pytest.mark.parametrize("n, kind, method", [(10_000, "flat", None), (10_001, "ivf", "join"),
-                                             (200_000, "ivf", "join"), (200_001, "ivf", "search")])
-def test_auto_graph_choice_by_n(n, kind, method):
+@pytest.mark.parametrize("n, kind, method", [(50_000, "flat", None), (50_001, "ivf", "search")])
+def test_auto_graph_choice_is_build_index_choice(n, kind, method):
     p = resolve_graph_params(n, 384, IndexConfig(use_gpu=False, memory_gb=64))
     assert p["kind"] == kind and p.get("graph_method") == method
 
 
-def test_explicit_choices_are_kept():
-    assert resolve_graph_params(20_000, 64, IndexConfig(kind="flat"))["kind"] == "flat"
-    p = resolve_graph_params(20_000, 64, IndexConfig(kind="ivf"))
-    assert p["graph_method"] == "search" and p["nlist"] == 512  # min(4 sqrt n, n / 39)
+def test_join_params_and_explicit_choices():
     p = resolve_graph_params(500, 64, IndexConfig(graph_method="join"))  # join asked even for tiny n
     assert (p["kind"], p["graph_method"], p["nlist"], p["nprobe"], p["train_size"]) == ("ivf", "join", 22, 4, 500)
-    p = resolve_graph_params(20_000, 64, IndexConfig(graph_method="search"))
-    assert p["kind"] == "flat"  # below flat_max, build_index's own choice
-    p = resolve_graph_params(20_000, 64, IndexConfig(join_min=50_000))
-    assert p["kind"] == "flat"
-
-
-def test_gpu_faiss_keeps_build_index_choice(monkeypatch):
-    import subsetlm.index.faiss_index as fi
-
-    monkeypatch.setattr(fi, "num_gpus", lambda: 1)
-    assert resolve_graph_params(20_000, 64, IndexConfig())["kind"] == "flat"
-    p = resolve_graph_params(300_000, 64, IndexConfig(memory_gb=64))
-    assert p["graph_method"] == "search"
-
-
-def test_join_range_fields_are_validated():
-    with pytest.raises(ValueError, match="join_max"):
-        IndexConfig(join_max=0).validate()
+    p = resolve_graph_params(20_000, 64, IndexConfig(kind="ivf", graph_method="join", nlist=50, nprobe=7))
+    assert (p["nlist"], p["nprobe"], p["train_size"]) == (50, 7, 1600)
+    p = resolve_graph_params(20_000, 64, IndexConfig(kind="ivf"))
+    assert p["graph_method"] == "search" and p["nlist"] == 512  # min(4 sqrt n, n / 39)
+    assert resolve_graph_params(20_000, 64, IndexConfig(kind="flat", graph_method="join"))["kind"] == "flat"
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_graph_params(20_000, 64, IndexConfig(graph_method="join", use_gpu=True))
