@@ -82,10 +82,11 @@ def _title(ds: dict) -> str:
     ev = (f"objective on a seeded sample of {ds['eval_sample']:,} ground points (x n/{ds['eval_sample']:,})"
           if ds.get("eval_sample") else "objective on all n ground points")
     part = ""
-    if m.get("kind") == "pubmed" and m.get("from_shards"):
+    if m.get("kind") == "pubmed" and m.get("from_shards") and m["n"] < m.get("requested", m["n"]):
         part = (f" Only the first {m['n']:,} chunks ({m['from_shards']} finished shards of the embed "
-                f"run) were used: embedding all 20,000 on the shared 2-core machine did not finish in "
-                f"time; `python benchmarks/selection.py --sizes 20000` embeds the rest and re-runs.")
+                f"run) were used: embedding all {m['requested']:,} on the shared 2-core machine did not "
+                f"finish in time; `python benchmarks/selection.py --sizes {m['requested']}` embeds the "
+                f"rest and re-runs.")
     return (f"### n = {ds['n']:,}: {what}\n\n{part.strip()}{' ' if part else ''}Budget {ds['budget_frac']:.0%} = {ds['budget']:,}; "
             f"kNN k = {ds['k']}; {ds['repeats']} repeat(s); {ev}.")
 

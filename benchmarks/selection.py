@@ -318,6 +318,9 @@ def main(argv=None) -> int:
             old = results["datasets"].get(name, {"runs": []})
             keep = [r for r in old["runs"] if r["method"] not in methods]  # methods not re-run
             res["runs"] = keep + res["runs"]
+            if keep and old.get("conditions"):
+                res["conditions"] = (f"{', '.join(methods)}: {res['conditions']} "
+                                     f"{', '.join(sorted({r['method'] for r in keep}))}: {old['conditions']}")
             results["datasets"][name] = res
             results.update(machine=report.machine_line(), versions=_versions())
             _save(results, results_path)

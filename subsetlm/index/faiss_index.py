@@ -84,13 +84,14 @@ class IndexConfig:
         or ``float32`` (``IndexIVFFlat``).
     graph_method : {"auto", "join", "search"}
         How ``knn_graph`` uses ``kind="ivf"``: ``search`` (FAISS IVF search of every row) or
-        ``join`` (IVF self-join: per list one BLAS product against its ``nprobe`` nearest
-        lists, see ``ivf_join``; exact similarities, CPU only). ``auto`` = ``search``.
+        ``join`` (IVF self-join: one BLAS product per pair of neighbouring lists, see
+        ``ivf_join``; exact similarities, CPU only). ``auto`` = ``search``.
         ``join`` with ``kind="auto"`` joins at any n (unset nlist / nprobe / train_size:
         round(sqrt n) / 4 / 32 rows per list). Its recall depends on how clustered the data
-        is: measured at n = 20k, recall@32 0.99 on clustered synthetic data (7x faster than
-        exact search) but 0.65 on MiniLM embeddings of PubMed, where the facility-location
-        objective of the selected subset fell by 1% (docs/benchmarks.md), so it is opt-in.
+        is: measured at n = 20k (docs/benchmarks.md, section selection) it built the graph
+        about 5x faster than exact search, with recall@32 0.99 on clustered synthetic data
+        but 0.64 on MiniLM embeddings of PubMed, where the selected subset's
+        facility-location objective was 1% lower; so it is opt-in.
     """
 
     kind: str = "auto"
