@@ -148,10 +148,11 @@ mean best similarity), and adds a uniform random subset as a baseline.
   optimisation; library imports and loading the `.npy` are excluded, and so is numba's own
   start-up (loading its registries, ~1 s, done before the clock for both numba users:
   subsetlm and apricot); loading subsetlm's kernels from numba's disk cache and apricot's
-  numba JIT compilation inside `fit` are included. **phases** splits it (knn / kernel / greedy / partition).
+  numba JIT compilation inside `fit` are included. **phases** splits it (knn / kernel /
+  greedy / partition).
   **CPU s**: user + system CPU seconds of the worker over the same span (less sensitive
   than wall time to other load: on an idle 2-core machine it lies between 1x and 2x wall;
-  below wall, as in these runs, means the worker was waiting for cores used by other jobs).
+  below wall means the worker was waiting for cores used by other jobs).
 - **peak RSS**: `ru_maxrss` of the worker process (`os.wait4`), so it includes the Python
   interpreter, the imported libraries and the embeddings themselves.
 - **subsetlm**: `subsetlm.index.knn_graph(X, k)` with its defaults (exact FAISS search up to
