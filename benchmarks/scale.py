@@ -63,6 +63,23 @@ def _ray(*args: str) -> None:
 CONFIGS = {"local": [], "ray, 1 node × 2 CPUs": [2], "ray, 2 nodes × 1 CPU": [1, 1]}
 
 
+def add_common_args(p: argparse.ArgumentParser, quick_help: str) -> None:
+    """``--quick``, ``--no-write`` and the hidden ``--_child`` flag of the scaling benchmarks."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--no-write", action="store_true")
+    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+
+
+def child_done(a: argparse.Namespace, run_one: Callable[[argparse.Namespace], None]) -> bool:
+    """In a ``--_child`` process run the one measurement and return True; else set up logging."""
+    if a._child:
+        logging.basicConfig(level=logging.WARNING)
+        run_one(a)
+        return True
+    setup_logging()
+    return False
+
+
 def run_configs(run: Callable[[str, str | None], dict], local_name: str) -> dict:
     """``{name: run(name, ray_address or None)}`` for each of :data:`CONFIGS`, each Ray one on a fresh cluster."""
     rows = {}
@@ -126,16 +143,11 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=64)
     p.add_argument("--budget", type=float, default=0.1)
     p.add_argument("--k", type=int, default=16)
-    p.add_argument("--quick", action="store_true", help="100k samples, 16 partitions")
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    add_common_args(p, "100k samples, 16 partitions")
     p.add_argument("--x"), p.add_argument("--labels"), p.add_argument("--address")
     a = p.parse_args()
-    if a._child:
-        logging.basicConfig(level=logging.WARNING)
-        run_one(a)
+    if child_done(a, run_one):
         return
-    setup_logging()
     if a.quick:
         a.n, a.partitions = 100_000, 16
     root = bench_cache() / "scale"

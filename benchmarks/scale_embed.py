@@ -37,9 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, setup_logging, update_section  # noqa: E402
+from benchmarks._report import machine, update_section  # noqa: E402
 from benchmarks._selection_data import bench_cache  # noqa: E402
-from benchmarks.scale import SCALING, _fmt_time, run_configs  # noqa: E402
+from benchmarks.scale import SCALING, _fmt_time, add_common_args, child_done, run_configs  # noqa: E402
 
 
 
@@ -110,18 +110,13 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=1500, help="abstracts embedded in each configuration")
     p.add_argument("--chunk-docs", type=int, default=20000, help="abstracts in the chunk-only run")
     p.add_argument("--shard-size", type=int, default=256, help="samples per shard (small, so 2 actors share work)")
-    p.add_argument("--quick", action="store_true", help="300 abstracts, 2000 in the chunk-only run")
-    p.add_argument("--no-write", action="store_true")
-    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    add_common_args(p, "300 abstracts, 2000 in the chunk-only run")
     p.add_argument("--files", type=int, default=4, help="JSONL files the abstracts are split into")
     p.add_argument("--out"), p.add_argument("--address"), p.add_argument("--corpus")
     p.add_argument("--chunk-only", action="store_true")
     a = p.parse_args()
-    if a._child:
-        logging.basicConfig(level=logging.WARNING)
-        run_one(a)
+    if child_done(a, run_one):
         return
-    setup_logging()
     if a.quick:
         a.docs, a.chunk_docs = 300, 2000
     root = bench_cache() / "scale-embed"
