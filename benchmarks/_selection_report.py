@@ -146,7 +146,7 @@ mean best similarity), and adds a uniform random subset as a baseline.
 - **wall s**: the selection only, measured inside the worker: kNN-graph building (subsetlm,
   apricot-sparse) or dense-kernel building (submodlib, apricot-dense) plus the greedy
   optimisation; library imports and loading the `.npy` are excluded, and so is numba's own
-  start-up (loading its registries, ~1 s, done before the clock for both numba users:
+  start-up (loading its registries, done before the clock for both numba users:
   subsetlm and apricot); loading subsetlm's kernels from numba's disk cache and apricot's
   numba JIT compilation inside `fit` are included. **phases** splits it (knn / kernel /
   greedy / partition).

@@ -313,9 +313,10 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
             p.update(info, device="cpu")
             t_build = 0.0
         else:
+            method = p.get("graph_method")  # ("search" for IVF) kept in the params _build returns
             neighbors, sims, n_inserted, p, t_build = _knn_faiss(X, k, cfg, progress, executor)
-            if p["kind"] == "ivf":
-                p["graph_method"] = "search"
+            if method:
+                p["graph_method"] = method
     p = dict(p, k=k, self_inserted=n_inserted)
     logger.info("kNN graph n=%d k=%d (%s) in %.1fs (index %.1fs, search %.1fs); self inserted in %d rows",
                 n, k, p["kind"], time.perf_counter() - t0, t_build, time.perf_counter() - t0 - t_build,
