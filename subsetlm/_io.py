@@ -128,6 +128,18 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def hash_unit(seed: int, key: str) -> float:
+    """A seeded hash of ``key`` mapped to [0, 1): the first 8 bytes of sha256("seed:key") / 2**64.
+
+    Used wherever a split must depend only on a key (validation rows, task splits).
+
+    >>> 0.0 <= hash_unit(0, "doc-1") < 1.0, hash_unit(0, "doc-1") == hash_unit(0, "doc-1")
+    (True, True)
+    """
+    h = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -1,0 +1,283 @@
+"""The stage contract: one config dataclass in, one output written atomically, skip or refuse on re-runs.
+
+Every stage of subsetlm (embed, index, select, retrieve, export, train, eval, demo) is a
+function ``run(cfg, progress=False) -> result`` over a config dataclass. Its output is
+described by an :class:`Output`: a path, what it is, and an *identity* (the config fields
+that change the result, plus the fingerprints of the inputs). The contract:
+
+1. ``Output.up_to_date(force)`` before any work:
+
+   ==========================================  =========================================
+   what is at ``path``                         result
+   ==========================================  =========================================
+   nothing                                     ``False``: build it
+   complete (``_SUCCESS``), same identity      ``True``: skip (unless ``force``)
+   complete, another identity                  ``FileExistsError`` naming the first
+                                               differing field (``force`` replaces it)
+   something else (not a complete output)      ``FileExistsError`` (``force`` replaces it)
+   ==========================================  =========================================
+
+2. ``with Output.writing(force=..., resume=...) as tmp:`` writes under ``PATH.tmp`` and
+   renames it to ``PATH`` at the end, ``_SUCCESS`` last; an exception leaves ``PATH``
+   untouched. With ``resume=True`` an unfinished ``PATH.tmp`` with the same identity is
+   kept (the stage skips its finished parts); one with another identity is refused
+   unless ``force``.
+3. Single-file outputs (``kind="file"``: eval's RESULTS.json) are written to a temporary
+   name and renamed; their identity lives inside the file.
+
+:class:`Stage` binds a command name to its config class, run function and a one-line
+summary of its result, which is all the CLI uses (``cli.py`` holds no logic of its own).
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> out = Output(root / "sub", {"budget": "0.25"}, what="subset")
+>>> out.up_to_date(force=False)
+False
+>>> with out.writing(force=False) as tmp:
+...     _ = (tmp / "data.txt").write_text("x")
+>>> out.up_to_date(force=False)
+True
+>>> Output(root / "sub", {"budget": "0.5"}, what="subset").up_to_date(force=False)
+Traceback (most recent call last):
+...
+FileExistsError: ... holds a subset with a different config (budget: "0.25" != "0.5"); pass --force to replace it or choose another --out
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from subsetlm._io import SUCCESS, dumps_json, is_complete, read_json, tmp_path_for, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_FILE = "stage.json"  # inside PATH.tmp while a resumable stage runs
+
+
+def portable(obj: Any) -> Any:
+    """``obj`` as it reads back from a manifest (JSON round trip: tuples -> lists, numpy -> Python)."""
+    return json.loads(dumps_json(obj))
+
+
+def identity(cfg: Any, drop: Iterable[str] = ()) -> dict[str, Any]:
+    """A config dataclass as an identity dict: every field except ``drop`` and the class's ``VOLATILE``.
+
+    ``VOLATILE`` (a class attribute) names the fields that say where or how a stage runs
+    (output path, ``force``, worker counts, backend), not what it produces.
+    """
+    skip = set(drop) | set(getattr(cfg, "VOLATILE", ()))
+    return portable({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip})
+
+
+def diff(old: Any, new: Any, prefix: str = "") -> str:
+    """Short description of the first differing key of two nested dicts.
+
+    >>> diff({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}})
+    'b.c: 2 != 3'
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        a, b = (dumps_json(x).strip().replace("\n", " ")[:80] for x in (old, new))
+        return f"{prefix or 'config'}: {a} != {b}"
+    for k in sorted(set(old) | set(new), key=str):
+        if old.get(k) != new.get(k):
+            return diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+    return "no difference"
+
+
+def manifest_config(path: Path) -> Any:
+    """The ``config`` recorded in ``path/manifest.json`` (None without one): a ``read_identity``."""
+    man = Path(path) / "manifest.json"
+    return read_json(man).get("config") if man.is_file() else None
+
+
+@dataclass
+class Output:
+    """One stage output and its identity.
+
+    Parameters
+    ----------
+    path : the output directory (or file, ``kind="file"``).
+    identity : JSON-able dict of everything that changes the result (config fields and
+        input fingerprints); compared with what a finished output recorded.
+    what : noun for messages ("subset", "embedding store", "kNN graph", "run", ...).
+    read_identity : ``path -> identity`` of a complete output, for stages whose own files
+        record it (e.g. :func:`manifest_config`: the ``config`` of ``path/manifest.json``).
+        Default: the ``stage.json`` that :meth:`writing` leaves in the output (for
+        ``kind="file"``: the ``config`` key of the JSON file).
+    kind : ``"dir"`` (written as ``PATH.tmp``, renamed at the end), ``"inplace"`` (a
+        directory written in place, ``_SUCCESS`` last: training runs with checkpoints),
+        or ``"file"`` (one JSON file written through a temporary name).
+    flag : the option that replaces an output (named in messages).
+    """
+
+    path: Path
+    identity: Any
+    what: str = "output"
+    read_identity: Callable[[Path], Any] | None = None
+    kind: str = "dir"
+    flag: str = "--force"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.identity = portable(self.identity)
+        if self.kind not in ("dir", "inplace", "file"):
+            raise ValueError(f"Output.kind={self.kind!r}; expected dir, inplace or file")
+
+    @property
+    def tmp(self) -> Path:
+        """``PATH.tmp``: where a ``dir`` output is written before the rename."""
+        return tmp_path_for(self.path)
+
+    def complete(self) -> bool:
+        """True when a finished output is at ``path``."""
+        if self.kind == "file":
+            return self.path.is_file()
+        return is_complete(self.path)
+
+    def recorded(self) -> Any:
+        """The identity a finished output recorded (None if it recorded none or is unreadable)."""
+        try:
+            if self.read_identity is not None:
+                return portable(self.read_identity(self.path))
+            if self.kind == "file":
+                data = read_json(self.path)
+                return data.get("config") if isinstance(data, dict) else None
+            return read_json(self.path / IDENTITY_FILE)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def up_to_date(self, force: bool) -> bool:
+        """True: a finished output with this identity exists (skip the stage). See the module docstring."""
+        if not self.path.exists():
+            return False
+        if force:
+            return False
+        if self.complete():
+            have = self.recorded()
+            if have == self.identity:
+                logger.info("%s %s is complete with this config; skipping (pass %s to redo)", self.what,
+                            self.path, self.flag)
+                return True
+            if have is not None:
+                raise FileExistsError(f"{self.path} holds a {self.what} with a different config "
+                                      f"({diff(have, self.identity)}); pass {self.flag} to replace it or choose "
+                                      f"another --out")
+        if self.kind == "inplace":  # an unfinished in-place output: the stage decides (resume or refuse)
+            return False
+        raise FileExistsError(f"{self.path} exists but is not a complete {self.what} written by this stage; "
+                              f"remove it, choose another --out, or pass {self.flag} to replace it")
+
+    def check_resumable(self, where: Path, force: bool) -> bool:
+        """True when ``where`` holds an unfinished run of this identity (resume it).
+
+        A run of another identity is refused unless ``force`` (then it is discarded).
+        """
+        f = where / IDENTITY_FILE
+        if not f.is_file():
+            return False
+        try:
+            have = read_json(f)
+        except (OSError, ValueError):
+            have = None
+        if have == self.identity:
+            return True
+        if not force:
+            raise FileExistsError(f"{where} holds an unfinished {self.what} with a different config "
+                                  f"({diff(have, self.identity)}); resume it with the same options, or pass "
+                                  f"{self.flag} to discard it and start over")
+        return False
+
+    @contextlib.contextmanager
+    def writing(self, *, force: bool, resume: bool = False) -> Iterator[Path]:
+        """Yield the directory to write into; on success it becomes ``path`` with ``_SUCCESS`` last.
+
+        ``kind="dir"``: ``PATH.tmp``; kept across a failure when ``resume`` (the next run of
+        the same identity continues it), removed otherwise. The identity is written to
+        ``stage.json`` first and stays in the output unless ``read_identity`` is given (the
+        stage records it itself). ``kind="inplace"``: ``PATH``
+        itself (``_SUCCESS`` removed first). Not for ``kind="file"`` (use :meth:`write_json`).
+        """
+        if self.kind == "file":
+            raise TypeError("a file output is written with Output.write_json")
+        if self.path.exists() and not force and self.kind == "dir":
+            raise FileExistsError(f"{self.path} already exists; pass {self.flag} to replace it")
+        where = self.path if self.kind == "inplace" else self.tmp
+        keep = resume and where.is_dir() and self.check_resumable(where, force)
+        if where.exists() and not keep:
+            if self.kind == "inplace":
+                shutil.rmtree(where)
+            else:
+                _remove(where)
+        where.mkdir(parents=True, exist_ok=True)
+        (where / SUCCESS).unlink(missing_ok=True)
+        write_json_atomic(where / IDENTITY_FILE, self.identity)
+        try:
+            yield where
+        except BaseException:
+            if not resume and self.kind == "dir":
+                shutil.rmtree(where, ignore_errors=True)
+            raise
+        if self.read_identity is not None:  # the stage's own files record the identity
+            (where / IDENTITY_FILE).unlink(missing_ok=True)
+        (where / SUCCESS).write_text("")
+        if self.kind == "dir":
+            if self.path.exists():
+                _remove(self.path)
+            os.replace(where, self.path)
+
+    def write_json(self, data: dict[str, Any]) -> None:
+        """Write a ``kind="file"`` output (its identity under ``config``), atomically."""
+        if self.kind != "file":
+            raise TypeError("write_json is for kind='file' outputs")
+        write_json_atomic(self.path, {**data, "config": self.identity})
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
+
+
+def check_out(out: Any, flag: str = "--out") -> Path:
+    """The output path of a stage, refused with a clear message when missing or unusable.
+
+    Raises ``ValueError`` when ``out`` is empty, or when a parent of it is a file.
+    """
+    if not out:
+        raise ValueError(f"no output given: pass {flag} PATH")
+    p = Path(out)
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {p}: {parent} is a file, not a directory; choose another {flag}")
+            break
+    return p
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A CLI command bound to its stage: ``cli`` builds ``config`` and prints ``summary(run(cfg))``.
+
+    Attributes
+    ----------
+    name : the command (``select``).
+    config : the config dataclass.
+    run : ``run(cfg, progress=False) -> result``.
+    summary : ``summary(result) -> str``, the line the CLI prints.
+    """
+
+    name: str
+    config: type
+    run: Callable[..., Any]
+    summary: Callable[[Any], str]
