@@ -256,6 +256,21 @@ class EmbeddingStore:
         self._ids: Any = None
         self._cols: dict[str, np.ndarray] = {}
 
+    @staticmethod
+    def is_store(path: str | Path) -> bool:
+        """True when ``path`` looks like an embedding store directory (its manifest names the store format).
+
+        Used to tell a store from corpus files where a command accepts either; :meth:`open`
+        then checks it fully.
+        """
+        man = Path(path) / "manifest.json"
+        if not man.is_file():
+            return False
+        try:
+            return read_json(man).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            return False
+
     @classmethod
     def open(cls, path: str | Path) -> "EmbeddingStore":
         """Open a complete store; raise :class:`StoreError` (a ValueError) explaining what is wrong."""
