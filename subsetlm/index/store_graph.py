@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_dir, dumps_json, is_complete, read_json
+from .._io import dumps_json, is_complete, read_json
+from .._stage import Output
 from .faiss_index import IndexConfig
 from .knn import KNNGraph, estimate_recall, knn_graph
 from .partitions import kmeans_partitions
@@ -83,13 +84,9 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
     store = _open(store)
     cfg = (cfg or IndexConfig()).validate()
     dest = graph_dir(store, cfg.k)
-    key = _config_key(cfg)
-    if is_complete(dest) and not force:
-        man = read_json(dest / "manifest.json")
-        if man.get("store_fingerprint") == store.fingerprint and man.get("config") == key:
-            logger.info("kNN graph %s is up to date; skipping (force=True to rebuild)", dest)
-            return dest
-        logger.warning("kNN graph %s was built for another store fingerprint or config; rebuilding", dest)
+    out = _cache(dest, {"store_fingerprint": store.fingerprint, "config": _config_key(cfg)}, "kNN graph")
+    if out.up_to_date(force):
+        return dest
     t0 = time.perf_counter()
     graph = knn_graph(store.embeddings, cfg.k, cfg, progress=progress, executor=executor)
     t_graph = time.perf_counter() - t0
@@ -102,10 +99,20 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
             logger.warning("kNN graph recall@%d is only %.3f; raise --nprobe (now %s) or --ef-search, "
                            "or use --kind flat", cfg.k, recall, graph.params.get("nprobe", graph.params.get("ef_search")))
     stats = {"seconds_graph": round(t_graph, 3), "seconds_total": round(time.perf_counter() - t0, 3)}
-    graph.save(dest, overwrite=True, stats=stats,
-               extra={"store_fingerprint": store.fingerprint, "config": key})
+    with out.writing(force=True) as tmp:
+        graph.write_into(tmp, stats=stats, extra={"store_fingerprint": store.fingerprint, "config": out.identity["config"]})
     logger.info("wrote %s (n=%d k=%d) in %.1fs", dest, graph.n, graph.k, time.perf_counter() - t0)
     return dest
+
+
+def _cache_identity(path: Path) -> dict:
+    man = read_json(Path(path) / "manifest.json")
+    return {"store_fingerprint": man.get("store_fingerprint"), "config": man.get("config")}
+
+
+def _cache(dest: Path, ident: dict, what: str) -> Output:
+    """A cache kept inside a store: rebuilt (with a warning) when the store or the settings changed."""
+    return Output(dest, ident, what=what, read_identity=_cache_identity, on_mismatch="rebuild")
 
 
 def load_store_graph(store, k: int = 32, mmap: bool = True) -> KNNGraph:
@@ -172,18 +179,15 @@ def build_store_partitions(store, n_partitions: int, seed: int = 0, force: bool 
     dest = Path(store.path) / "partitions" / f"kmeans-{int(n_partitions)}-seed{int(seed)}"
     key = {"n_partitions": int(n_partitions), "seed": int(seed),
            **{k: v for k, v in kmeans_kw.items() if k in ("sample_size", "niter", "nredo")}}
-    if is_complete(dest) and not force:
-        man = read_json(dest / "manifest.json")
-        if man.get("store_fingerprint") == store.fingerprint and man.get("config") == key:
-            logger.info("partitions %s are up to date; skipping", dest)
-            return np.load(dest / "labels.npy")
-        logger.warning("partitions %s are stale (store or config changed); recomputing", dest)
+    out = _cache(dest, {"store_fingerprint": store.fingerprint, "config": key}, "k-means partitions")
+    if out.up_to_date(force):
+        return np.load(dest / "labels.npy")
     res = kmeans_partitions(store.embeddings, n_partitions, seed=seed, progress=progress,
                             return_centroids=True, **kmeans_kw)
     man = {"format": "subsetlm.partitions", "version": 1, "method": "kmeans", "n": int(len(res.labels)),
            "n_partitions": int(len(res.sizes)), "n_dropped": res.n_dropped, "config": key,
            "store_fingerprint": store.fingerprint}
-    with atomic_dir(dest, overwrite=True) as tmp:
+    with out.writing(force=True) as tmp:
         np.save(tmp / "labels.npy", res.labels)
         np.save(tmp / "centroids.npy", res.centroids)
         (tmp / "manifest.json").write_text(dumps_json(man))

@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from subsetlm._stage import Output, Stage, check_out, identity, portable
+from subsetlm.select.objectives import KERNELS, OBJECTIVES
+from subsetlm.select.selector import SAMPLINGS, Selector, certificate  # noqa: F401 - certificate re-exported
+
 logger = logging.getLogger(__name__)
 
-FUNCTIONS = ("facility-location", "graph-cut", "log-det", "disparity-min", "disparity-sum", "fl-mi")
-SAMPLINGS = ("topk", "taylor-softmax")
-KERNELS = ("sparse", "dense")
+FUNCTIONS = tuple(OBJECTIVES)
+BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -40,21 +43,27 @@ class SelectConfig:
 
     budget : ``"0.25"`` (fraction), ``"5000"`` (count) or ``"tokens:2e6"`` (token budget,
         cost-aware greedy with each sample's token count as its cost).
-    function : one of :data:`FUNCTIONS`; facility location runs on the sparse kNN graph;
-        the others go through submodlib on a dense kernel and are size-limited.
-    kernel : ``sparse`` (kNN graph, O(n·k) memory, default) or ``dense`` (exact
-        similarities computed on the fly from the embeddings; O(n·d) memory, slower).
+    function : one of :data:`FUNCTIONS` (the selector's objective; see
+        :mod:`subsetlm.select.objectives` for the kernels each takes).
+    kernel : ``auto`` (the function's default: sparse for facility location and fl-mi,
+        dense for the others), ``sparse`` (kNN graph, O(n·k) memory) or ``dense`` (exact
+        similarities; facility location computes them on the fly, O(n·d) memory).
+    optimizer : ``naive`` | ``lazy`` | ``stochastic`` | ``lazier-than-lazy`` (token budgets
+        and source proportions take ``naive`` or ``lazy``).
     partitions : 0 or 1 = one global problem; P > 1 = FAISS k-means partitions, budget
-        split by partition size, solved in ``n_jobs`` processes.
+        split by partition size (a token budget by partition tokens), solved in ``n_jobs`` processes.
     sampling : ``topk`` (greedy order) or ``taylor-softmax`` (INGENIOUS gain sampling).
     queries : for ``fl-mi``: a store directory or ``.npy`` file of query embeddings.
-    source_proportions : optional ``{source: fraction}`` of the budget per corpus source.
+    source_proportions : optional ``{source: share}``: per-source quotas of the budget
+        (largest-remainder counts), one global facility-location problem under them.
     merge : with partitions: 0 = none, F >= 1 = GreeDi merge (each partition picks F × its
-        share, a weighted facility-location greedy over the winners picks the final subset).
+        share, one round over the winners picks the final subset).
     backend : ``local`` (worker processes) or ``ray`` (one Ray task per partition, on the
         cluster at ``ray_address``: ``auto``, ``HOST:PORT``, or None for ``RAY_ADDRESS`` / a
         local instance); needs ``partitions > 1``. Same subset file either way.
     """
+
+    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "out", "n_jobs", "backend", "ray_address")
 
     store: str = ""
     out: str = ""
@@ -62,7 +71,7 @@ class SelectConfig:
     function: str = "facility-location"
     optimizer: str = "lazy"
     sampling: str = "topk"
-    kernel: str = "sparse"
+    kernel: str = "auto"
     k: int = 32
     index_kind: str = "auto"
     partitions: int = 0
@@ -77,23 +86,47 @@ class SelectConfig:
     force: bool = False
 
     def validate(self) -> None:
-        if self.function not in FUNCTIONS:
-            raise ValueError(f"function={self.function!r}; choose one of {', '.join(FUNCTIONS)}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling={self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel={self.kernel!r}; choose one of {', '.join(KERNELS)}")
-        if self.k < 1:
-            raise ValueError(f"k={self.k}; the kNN graph needs k >= 1 (32 is a good default)")
+        """Check every field and their combination up front (ValueError naming the valid choices)."""
+        from subsetlm.select.budget import parse_budget
+
+        for name, choices in (("function", FUNCTIONS), ("sampling", SAMPLINGS), ("kernel", KERNELS),
+                              ("backend", BACKENDS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.partitions < 0:
             raise ValueError(f"partitions={self.partitions}; use 0 for none or a positive count")
-        if self.backend not in ("local", "ray"):
-            raise ValueError(f"backend={self.backend!r}; choose local or ray")
-        if self.backend == "ray" and (self.partitions <= 1 or self.function != "facility-location"):
-            raise ValueError("the ray backend runs one task per partition of facility location: pass "
-                             "--partitions P (P > 1), or use --backend local")
+        if self.backend == "ray" and self.partitions <= 1:
+            raise ValueError("the ray backend runs one task per partition: pass --partitions P (P > 1), or use "
+                             "--backend local")
+        if self.merge and self.partitions <= 1:
+            raise ValueError(f"merge={self.merge}: the GreeDi merge combines partitions; pass --partitions P (P > 1) "
+                             "or drop --merge")
         if self.function == "fl-mi" and not self.queries:
             raise ValueError("function='fl-mi' selects samples that cover a query set: pass --queries STORE_OR_NPY")
+        kind = {"tokens": "knapsack"}.get(parse_budget(self.budget).kind, "count")
+        if self.source_proportions:
+            kind = "quotas" if kind == "count" else "quotas+tokens"
+            if kind == "quotas+tokens":
+                raise ValueError("a token budget and source_proportions cannot be combined; give a count or "
+                                 "fraction budget with source_proportions, or drop them")
+        sel = self.selector()
+        if self.partitions > 1:
+            self.partitioned(sel).check(kind, queries_given=bool(self.queries))
+        else:
+            sel.check(kind, queries_given=bool(self.queries))
+
+    def selector(self, queries: np.ndarray | None = None, progress: bool = False) -> Selector:
+        """The :class:`~subsetlm.select.selector.Selector` this config describes."""
+        return Selector(budget=self.budget, objective=self.function, kernel=self.kernel, optimizer=self.optimizer,
+                        sampling=self.sampling, k=self.k, index_kind=self.index_kind, epsilon=self.epsilon,
+                        seed=self.seed, source_proportions=self.source_proportions or None, queries=queries,
+                        progress=progress)
+
+    def partitioned(self, selector: Selector, labels: Any = None, executor: Any = None) -> Any:
+        from subsetlm.select.partitioned import Partitioned
+
+        return Partitioned(selector, partitions=self.partitions if labels is None else labels, merge=self.merge,
+                           n_jobs=self.n_jobs, executor=executor)
 
 
 @dataclass
@@ -121,7 +154,7 @@ def select_array(
     *,
     k: int = 32,
     optimizer: str = "lazy",
-    kernel: str = "sparse",
+    kernel: str = "auto",
     sampling: str = "topk",
     partitions: int | np.ndarray = 0,
     n_tokens: np.ndarray | None = None,
@@ -133,270 +166,174 @@ def select_array(
     progress: bool = False,
     executor: Any = None,
     merge: float = 0.0,
+    function: str = "facility-location",
+    queries: np.ndarray | None = None,
+    sources: np.ndarray | None = None,
+    source_proportions: dict[str, float] | None = None,
 ) -> Selection:
-    """Select a facility-location subset of the rows of ``X``.
+    """Select a subset of the rows of ``X``: a :class:`~.selector.Selector`, partitioned when asked.
+
+    Every option is honoured or refused (``ValueError`` naming the valid choices); see
+    :mod:`subsetlm.select.selector` for what combines with what.
 
     Parameters
     ----------
     X : (n, d) float16/float32 array or memmap, rows L2-normalised.
-    budget : count, fraction in (0, 1], or ``"tokens:N"`` (needs ``n_tokens``).
-    graph : a precomputed :class:`~subsetlm.index.KNNGraph` (skips the FAISS search).
+    budget : count, fraction in (0, 1], ``"25%"`` or ``"tokens:N"`` (needs ``n_tokens``).
+    function : the objective (default facility location; :data:`FUNCTIONS`).
+    graph : a precomputed :class:`~subsetlm.index.KNNGraph` of X (skips the FAISS search;
+        one global problem only).
     partitions : number of k-means partitions, or a precomputed ``(n,)`` label array.
-    executor : where partitions are solved (see :func:`~.partitioned.partitioned_greedy`).
+    executor : where partitions are solved (see :class:`~.partitioned.Partitioned`).
+    queries : (q, d) query embeddings for ``fl-mi``.
+    sources, source_proportions : per-source quotas (``{source: share}`` of the budget).
 
     Returns
     -------
     Selection
     """
-    from subsetlm.select.budget import parse_budget
+    from subsetlm.select.partitioned import Partitioned
 
-    n = int(X.shape[0])
-    if n == 0:
-        raise ValueError("the ground set is empty (0 samples); embed a non-empty corpus first")
-    _check_finite(X)
-    resolved = parse_budget(budget).resolve(n, n_tokens)
-    count, cost_budget = _count_and_costs(resolved)
-    labels = _labels(X, partitions, seed, progress)
-    info: dict[str, Any] = {"n": n, "budget_count": count, "cost_budget": cost_budget}
-
-    if labels is not None and len(np.unique(labels)) > 1:
-        return _select_partitioned(X, labels, count, k=k, optimizer=optimizer, sampling=sampling,
-                                   n_jobs=n_jobs, epsilon=epsilon, seed=seed, progress=progress, info=info,
-                                   executor=executor, merge=merge)
-
-    fn = _facility_location(X, kernel=kernel, k=k, index_kind=index_kind, graph=graph, seed=seed, progress=progress)
-    costs = None if cost_budget is None else np.asarray(n_tokens, dtype=np.float64)
-    if sampling == "taylor-softmax":
-        from subsetlm.select.greedy import greedy
-        from subsetlm.select.sampling import taylor_softmax_sample
-
-        full = greedy(fn, n if count == n else min(n, max(count, 2 * count)), optimizer=optimizer, seed=seed,
-                      epsilon=epsilon, progress=progress)
-        pick = np.sort(taylor_softmax_sample(full.gains, count, seed))
-        indices, gains = full.order[pick], full.gains[pick]
-        objective = float(fn.evaluate(indices))
-        upper = float(full.upper_bound)
-    else:
-        from subsetlm.select.greedy import greedy
-
-        res = greedy(fn, count, optimizer=optimizer, costs=costs, cost_budget=cost_budget, seed=seed,
-                     epsilon=epsilon, progress=progress) if costs is not None else \
-            greedy(fn, count, optimizer=optimizer, seed=seed, epsilon=epsilon, progress=progress)
-        indices, gains = res.order, res.gains
-        objective, upper = float(res.objective), float(res.upper_bound)
-        info["n_evaluations"] = int(res.n_evaluations)
-    weights = np.asarray(fn.assign(indices), dtype=np.float64)
-    cert = certificate(fn, indices, objective, upper, seed)
-    return Selection(np.asarray(indices, np.int64), np.asarray(gains, np.float64), weights,
-                     np.zeros(len(indices), np.int32), cert, info)
+    sel = Selector(budget=budget, objective=function, kernel=kernel, optimizer=optimizer, sampling=sampling, k=k,
+                   index_kind=index_kind, epsilon=epsilon, seed=seed, source_proportions=source_proportions,
+                   queries=queries, progress=progress)
+    labels = partitions
+    if isinstance(partitions, np.ndarray) and len(np.unique(partitions)) <= 1:
+        labels = 0
+    split = isinstance(labels, np.ndarray) or int(labels) > 1
+    if not split and merge:
+        raise ValueError(f"merge={merge}: the GreeDi merge combines partitions; pass partitions > 1 or merge=0")
+    if split:
+        if graph is not None:
+            raise ValueError("graph= is one global kNN graph, but partitions build their own: drop graph= or "
+                             "partitions=")
+        w = Partitioned(sel, partitions=labels, merge=merge, n_jobs=n_jobs, executor=executor)
+        w.fit(X, n_tokens=n_tokens, sources=sources)
+        con, info = w.result_, dict(w.info_)
+        cons = sel.constraint(int(X.shape[0]), n_tokens=n_tokens, sources=sources)
+        info.update(_budget_info(cons))
+        info.pop("constraint", None)
+        return Selection(np.asarray(w.indices_, np.int64), np.asarray(w.gains_, np.float64), w.weights_,
+                         np.asarray(w.partitions_, np.int32), w.certificate_, info)
+    sel.fit(X, n_tokens=n_tokens, sources=sources, graph=graph)
+    info = {"n": int(X.shape[0]), **_budget_info(sel.constraint_)}
+    for key in ("n_evaluations", "best_singleton_won", "pool"):
+        if key in sel.info_:
+            info[key] = sel.info_[key]
+    if sel.constraint_.kind == "quotas":
+        info["quotas"] = sel.constraint_.describe()["caps"]
+    return Selection(sel.indices_, sel.gains_, sel.weights_, np.zeros(len(sel.indices_), np.int32),
+                     sel.certificate_, info)
 
 
-def certificate(fn: Any, indices: np.ndarray, objective: float, upper_bound: float, seed: int) -> dict[str, float]:
-    """The certificate stored in every subset manifest.
+def _budget_info(con: Any) -> dict[str, Any]:
+    """The budget as earlier manifests recorded it: the count cap and the token cap (or None)."""
+    return {"budget_count": int(con.count), "cost_budget": float(con.cap) if con.kind == "knapsack" else None}
 
-    ``upper_bound`` is the greedy run's a-posteriori bound on the optimum
-    (OPT <= f(S_t) + sum of the b largest marginal gains w.r.t. S_t), so
-    ``ratio = objective / upper_bound`` is a proven lower bound on how close the subset
-    is to optimal. ``random_objective`` is f of a seeded random subset of the same size.
-    """
-    from subsetlm.select.baselines import random_subset
 
-    rand = random_subset(fn.n, len(indices), seed)
-    random_objective = float(fn.evaluate(rand))
-    upper = max(float(upper_bound), float(objective))
-    return {
-        "objective": float(objective),
-        "upper_bound": upper,
-        "ratio": float(objective / upper) if upper > 0 else 1.0,
-        "random_objective": random_objective,
-        "lift_over_random": float(objective / random_objective) if random_objective > 0 else float("inf"),
-    }
+def _subset_identity(path: Path) -> dict[str, Any]:
+    from subsetlm._io import read_json
+
+    m = read_json(Path(path) / "manifest.json")
+    return {"config": m.get("config"), "store": (m.get("store") or {}).get("fingerprint")}
 
 
 def select(cfg: SelectConfig, progress: bool = False) -> Path:
     """Run ``subsetlm select``: store -> (kNN graph, partitions) -> subset file. Returns its path."""
-    from subsetlm import _io
+    from subsetlm.distributed import executor_for
     from subsetlm.embed import EmbeddingStore
-    from subsetlm.subsets import read_subset, write_subset
+    from subsetlm.subsets import write_subset
 
     cfg.validate()
-    if not cfg.out:
-        raise ValueError("no output given: pass --out SUBSET_DIR")
-    out = Path(cfg.out)
+    out_path = check_out(cfg.out, "--out")
     store = EmbeddingStore.open(cfg.store)
-    config = asdict(cfg)
-    for volatile in ("force", "out", "n_jobs", "backend", "ray_address"):  # where and how, not what: same manifests
-        config.pop(volatile)
-    if not cfg.merge:  # added after schema 1 subsets were written: keep their configs comparable
-        config.pop("merge")
-    if out.exists() and not cfg.force:
-        if _io.is_complete(out):
-            existing = read_subset(out, store=store)
-            if existing.manifest.get("config") == _portable(config):
-                logger.info("subset %s is complete and matches this config; skipping (use --force to redo)", out)
-                return out
-        raise FileExistsError(f"{out} already exists with a different selection; pass --force to replace it")
+    config = _config_identity(cfg)
+    out = Output(out_path, {"config": config, "store": store.fingerprint}, what="subset",
+                 read_identity=_subset_identity)
+    if out.up_to_date(cfg.force):
+        return out_path
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    if cfg.function == "facility-location":
-        from subsetlm.distributed import executor_for
+    kernel = config["kernel"]
+    queries = _load_queries(cfg.queries) if cfg.queries else None
+    executor = executor_for(cfg.backend, cfg.ray_address)
+    graph, labels = None, 0
+    if kernel == "sparse" and cfg.partitions <= 1:
+        # one global problem: the store's cached graph (partitions build their own, smaller ones)
+        from subsetlm.index import IndexConfig, build_store_graph, load_store_graph
 
-        graph = None
-        if cfg.kernel == "sparse" and not cfg.source_proportions and cfg.partitions <= 1:
-            # one global problem: the store's cached graph (partitions build their own, smaller ones)
-            from subsetlm.index import IndexConfig, build_store_graph, load_store_graph
-
-            t = time.perf_counter()
-            build_store_graph(store, IndexConfig(k=cfg.k, kind=cfg.index_kind, seed=cfg.seed), progress=progress)
-            graph = load_store_graph(store, cfg.k)
-            timings["knn_graph_s"] = time.perf_counter() - t
-        labels: int | np.ndarray = 0
-        if cfg.source_proportions:
-            labels = _source_labels(store.sources, cfg.source_proportions)
-        elif cfg.partitions > 1:
-            from subsetlm.index import build_store_partitions
-
-            t = time.perf_counter()
-            labels = build_store_partitions(store, cfg.partitions, seed=cfg.seed,
-                                            executor=executor_for(cfg.backend, cfg.ray_address))
-            timings["partitions_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        sel = select_array(store.embeddings, cfg.budget, k=cfg.k, optimizer=cfg.optimizer, kernel=cfg.kernel,
-                           sampling=cfg.sampling, partitions=labels, n_tokens=store.n_tokens, n_jobs=cfg.n_jobs,
-                           epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,
-                           progress=progress, executor=executor_for(cfg.backend, cfg.ray_address), merge=cfg.merge)
-        timings["select_s"] = time.perf_counter() - t
-    else:
+        build_store_graph(store, IndexConfig(k=cfg.k, kind=cfg.index_kind, seed=cfg.seed), progress=progress)
+        graph = load_store_graph(store, cfg.k)
+        timings["knn_graph_s"] = time.perf_counter() - t
+    elif cfg.partitions > 1:
+        from subsetlm.index import build_store_partitions
+
         t = time.perf_counter()
-        sel = _select_submodlib(store, cfg)
-        timings["select_s"] = time.perf_counter() - t
+        labels = build_store_partitions(store, cfg.partitions, seed=cfg.seed, executor=executor)
+        timings["partitions_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sel = select_array(store.embeddings, cfg.budget, k=cfg.k, optimizer=cfg.optimizer, kernel=cfg.kernel,
+                       sampling=cfg.sampling, partitions=labels, n_tokens=store.n_tokens, n_jobs=cfg.n_jobs,
+                       epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,
+                       progress=progress, executor=executor, merge=cfg.merge, function=cfg.function,
+                       queries=queries, sources=store.sources if cfg.source_proportions else None,
+                       source_proportions=cfg.source_proportions or None)
+    timings["select_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
     manifest = {
-        "config": _portable(config),
+        "config": config,
         "seed": cfg.seed,
         "function": cfg.function,
         "certificate": sel.certificate,
         "selection": {k: v for k, v in sel.info.items() if not isinstance(v, float) or np.isfinite(v)},
     }
-    path = write_subset(out, store=store, indices=sel.indices, gains=sel.gains, weights=sel.weights,
+    path = write_subset(out_path, store=store, indices=sel.indices, gains=sel.gains, weights=sel.weights,
                         partitions=sel.partitions, manifest=manifest, stats={"timings": timings},
-                        overwrite=cfg.force)
+                        overwrite=cfg.force or out_path.exists())
     c = sel.certificate
-    logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %.4f, %.2fx random, in %.1fs -> %s",
-                len(sel.indices), store.n, c["objective"], c["ratio"], c.get("lift_over_random", float("nan")),
+    logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %.2fx random, in %.1fs -> %s",
+                len(sel.indices), store.n, c["objective"], c.get("ratio"), c.get("lift_over_random") or float("nan"),
                 timings["total_s"], path)
     return path
 
 
+def summary(path: Path) -> str:
+    """The line ``subsetlm select`` prints: size, objective and certificate of the subset at ``path``."""
+    from subsetlm.subsets import read_subset
+
+    sub = read_subset(path)
+    c = sub.manifest.get("certificate", {})
+    ratio = c.get("ratio")
+    return (f"wrote {path}: {sub.size} of {sub.manifest.get('n_ground')} samples; "
+            f"f(S)={c.get('objective', float('nan')):.4g}"
+            + (f", >= {ratio:.4f} of optimal (certificate), random subset f={c.get('random_objective'):.4g}"
+               if ratio is not None and c.get("random_objective") is not None else ""))
+
+
+STAGE = Stage("select", SelectConfig, select, summary)
+
+
 # ---------------------------------------------------------------------------- helpers
 
-def _portable(config: dict[str, Any]) -> dict[str, Any]:
-    """JSON round trip so configs compare equal to what a manifest holds."""
-    import json
+def _config_identity(cfg: SelectConfig) -> dict[str, Any]:
+    """The config a subset manifest records: no paths or workers; the kernel resolved; no merge when off."""
+    from subsetlm.select.objectives import resolve_kernel
 
-    from subsetlm._io import dumps_json
-
-    return json.loads(dumps_json(config))
-
-
-def _check_finite(X: np.ndarray, block: int = 65536) -> None:
-    if X.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D (n, d) array, got shape {X.shape}")
-    for start in range(0, X.shape[0], block):
-        chunk = np.asarray(X[start:start + block])
-        if not np.isfinite(chunk).all():
-            bad = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
-            raise ValueError(f"embedding row {bad} contains NaN or inf; re-embed the corpus (subsetlm embed --force)")
-
-
-def _count_and_costs(resolved: Any) -> tuple[int, float | None]:
-    """(count cap, token budget or None) from a ResolvedBudget."""
-    count = int(getattr(resolved, "count"))
-    tokens = getattr(resolved, "tokens", None)
-    return count, (float(tokens) if tokens is not None else None)
-
-
-def _labels(X: np.ndarray, partitions: int | np.ndarray, seed: int, progress: bool) -> np.ndarray | None:
-    if isinstance(partitions, np.ndarray):
-        if partitions.shape != (X.shape[0],):
-            raise ValueError(f"partition labels have shape {partitions.shape}, expected ({X.shape[0]},)")
-        return partitions.astype(np.int32)
-    if int(partitions) <= 1:
-        return None
-    from subsetlm.index import kmeans_partitions
-
-    return kmeans_partitions(X, int(partitions), seed=seed, progress=progress)
-
-
-def _facility_location(X, *, kernel, k, index_kind, graph, seed, progress):
-    from subsetlm.select.facility_location import DenseFacilityLocation, SparseFacilityLocation
-
-    if kernel == "dense":
-        return DenseFacilityLocation(np.asarray(X, dtype=np.float32))
-    if graph is None:
-        from subsetlm.index import IndexConfig, knn_graph
-
-        graph = knn_graph(X, k=min(k, X.shape[0]), cfg=IndexConfig(k=min(k, X.shape[0]), kind=index_kind, seed=seed),
-                          progress=progress)
-    return SparseFacilityLocation(graph)
-
-
-def _select_partitioned(X, labels, count, *, k, optimizer, sampling, n_jobs, epsilon, seed, progress, info,
-                        executor=None, merge=0.0):
-    from subsetlm.select.partitioned import partitioned_greedy
-
-    res = partitioned_greedy(X, labels, count, k=k, optimizer=optimizer, n_jobs=n_jobs, seed=seed,
-                             sampling=sampling, epsilon=epsilon, progress=progress, executor=executor,
-                             merge_factor=merge)
-    info["n_partitions"] = int(len(np.unique(labels)))
-    cert = {
-        "objective": float(res.objective),
-        "upper_bound": float(max(res.upper_bound, res.objective)),
-        "ratio": float(res.objective / res.upper_bound) if res.upper_bound > 0 else 1.0,
-        "random_objective": getattr(res, "random_objective", None),
-        "scope": res.info["merge"]["scope"] if "merge" in res.info else
-        "sum over partitions of per-partition facility location",
-    }
-    if "merge" in res.info:
-        info["merge"] = {k: v for k, v in res.info["merge"].items() if k != "scope"}
-    weights = np.asarray(getattr(res, "weights", np.ones(len(res.indices))), dtype=np.float64)
-    return Selection(np.asarray(res.indices, np.int64), np.asarray(res.gains, np.float64), weights,
-                     np.asarray(res.partitions, np.int32), cert, info)
-
-
-def _source_labels(sources: np.ndarray, proportions: dict[str, float]) -> np.ndarray:
-    known = sorted(set(map(str, np.unique(sources))))
-    unknown = sorted(set(proportions) - set(known))
-    if unknown:
-        raise ValueError(f"source_proportions names unknown sources {unknown}; the store has {known}")
-    code = {s: i for i, s in enumerate(known)}
-    return np.array([code[str(s)] for s in sources], dtype=np.int32)
-
-
-def _select_submodlib(store, cfg: SelectConfig) -> Selection:
-    from subsetlm.select.budget import parse_budget
-    from subsetlm.select.submodlib_functions import submodlib_select
-
-    n = store.n
-    count, _ = _count_and_costs(parse_budget(cfg.budget).resolve(n, None))
-    X = store.block(0, n)
-    queries = None
-    if cfg.function == "fl-mi":
-        queries = _load_queries(cfg.queries)
-    res = submodlib_select(cfg.function, X, count, queries=queries, seed=cfg.seed)
-    cert = {"objective": float(res.objective), "upper_bound": None, "ratio": None,
-            "random_objective": None,
-            "note": f"{cfg.function} is not monotone-submodular facility location; no greedy bound recorded"}
-    b = len(res.order)
-    return Selection(np.asarray(res.order, np.int64), np.asarray(res.gains, np.float64), np.ones(b),
-                     np.zeros(b, np.int32), cert, {"n": n, "budget_count": count})
+    config = identity(cfg)
+    config["kernel"] = resolve_kernel(cfg.function, cfg.kernel)
+    if not cfg.merge:  # added after schema 1 subsets were written: keep their configs comparable
+        config.pop("merge")
+    return portable(config)
 
 
 def _load_queries(spec: str) -> np.ndarray:
     p = Path(spec)
     if p.suffix == ".npy":
+        if not p.is_file():
+            raise FileNotFoundError(f"--queries {p}: no such file")
         return np.load(p).astype(np.float32)
     from subsetlm.embed import EmbeddingStore
 

@@ -40,7 +40,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -262,17 +262,38 @@ def parse_budget(spec: str | int | float | Budget) -> Budget:
     return _from_number(spec, v)
 
 
-def _largest_remainder(quotas: np.ndarray, total: int, names: list[str]) -> np.ndarray:
-    """Integer parts summing to ``total``: floors, then +1 to the largest remainders
-    (ties broken by name order, so the result is deterministic)."""
-    base = np.floor(quotas).astype(np.int64)
-    short = int(total - base.sum())
-    if short > 0:
+def largest_remainder(weights: Any, total: int) -> np.ndarray:
+    """Integer parts of ``total`` proportional to ``weights`` that sum to ``total`` exactly.
+
+    Each part is floor(total * w / sum(w)); the parts left over go, one each, to the largest
+    remainders, ties to the lower index (so the result is deterministic). The one budget
+    split of the package: partitions (:func:`~subsetlm.select.partitioned.split_budget`),
+    sources, token shares.
+
+    >>> largest_remainder([5, 3, 2], 5).tolist()
+    [3, 1, 1]
+    >>> largest_remainder([1, 1, 1], 2).tolist()
+    [1, 1, 0]
+    """
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    total = int(total)
+    s = float(w.sum())
+    if w.size == 0 or s <= 0:
+        if total:
+            raise ValueError(f"cannot split {total} over weights summing to {s}")
+        return np.zeros(w.size, np.int64)
+    if np.all(w == np.floor(w)) and s * max(total, 1) < 2.0 ** 62:  # whole weights: exact integer arithmetic
+        wi = w.astype(np.int64)
+        num = wi * total
+        base = num // int(s)
+        rem = (num - base * int(s)).astype(np.float64)  # remainders over the same denominator: exact order
+    else:
+        quotas = total * w / s
+        base = np.floor(quotas).astype(np.int64)
         rem = quotas - base
-        # sort by remainder descending, then by name ascending
-        order = sorted(range(len(names)), key=lambda i: (-rem[i], names[i]))
-        for i in order[:short]:
-            base[i] += 1
+    short = total - int(base.sum())
+    if short > 0:
+        base[np.lexsort((np.arange(w.size), -rem))[:short]] += 1  # largest remainder first, ties by index
     return base
 
 
@@ -318,7 +339,7 @@ def split_budget_by_source(sources: np.ndarray, budget_count: int,
     names_arr, sizes = np.unique(sources.astype(str), return_counts=True)
     names = [str(s) for s in names_arr]
     if proportions is None:
-        quotas = budget_count * sizes / max(n, 1)
+        weights = sizes
     else:
         unknown = sorted(set(map(str, proportions)) - set(names))
         if unknown:
@@ -332,8 +353,8 @@ def split_budget_by_source(sources: np.ndarray, budget_count: int,
         if abs(total_w - 1.0) > 1e-6:
             warnings.warn(f"source proportions sum to {total_w:g}, not 1; normalising them "
                           f"to {dict(zip(names, np.round(w / total_w, 6).tolist()))}", UserWarning, stacklevel=2)
-        quotas = budget_count * w / total_w
-    counts = _largest_remainder(quotas, budget_count, names)
+        weights = w
+    counts = largest_remainder(weights, budget_count)  # names are sorted: ties go to the first name
     over = np.flatnonzero(counts > sizes)
     if over.size:
         i = int(over[0])

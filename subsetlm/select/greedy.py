@@ -46,7 +46,10 @@ from subsetlm.registry import get, register
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GreedyResult", "greedy"]
+__all__ = ["GreedyResult", "greedy", "OPTIMIZERS", "CONSTRAINED_OPTIMIZERS"]
+
+OPTIMIZERS = ("naive", "lazy", "stochastic", "lazier-than-lazy")
+CONSTRAINED_OPTIMIZERS = ("naive", "lazy")  # the ones that take a knapsack or quota constraint
 
 
 @dataclass
@@ -309,18 +312,26 @@ def _knapsack_bound(f_t: float, ub: np.ndarray, c: np.ndarray, B: float) -> floa
     return f_t + val
 
 
-def _cost_greedy(fn, b, cands, ctx, costs, B, lazy):
-    """Lazy (or naive) greedy on gain / cost among the candidates that still fit."""
+def _constrained_greedy(fn, b, cands, ctx, con, lazy):
+    """Lazy (or naive) greedy among the candidates that still fit the constraint ``con``.
+
+    Knapsack: picks by gain / cost, then keeps the better of that set and the best
+    feasible single element (the "modified greedy", >= (1 - 1/e) / 2 * OPT). Quotas: picks
+    by gain among the groups that are not full (>= OPT / 2 on a partition matroid). A
+    candidate that does not fit is dropped for good: the room left only shrinks.
+    """
+    knapsack = con.kind == "knapsack"
+    costs = con.costs if knapsack else np.ones(fn.n, np.float64)
     g0 = fn.gains(cands)
     evals = len(cands)
     single = g0.copy()  # f({j}) = gain at the empty set
     bound = ctx["bound"]
     if bound.enabled:
-        bound.value = min(bound.value, _knapsack_bound(fn.value, g0, costs[cands], B))
+        bound.value = min(bound.value, fn.value + con.relaxed_max(g0, cands))
     heap = [(-float(g) / costs[j], int(j)) for g, j in zip(g0, cands)]
     heapq.heapify(heap)
     stamp, gain_of = {}, dict(zip(cands.tolist(), g0.tolist()))
-    order, gains, spent = [], [], 0.0
+    order, gains, state = [], [], con.start()
     t = 0
     while heap and len(order) < b:
         if not lazy and stamp.get(heap[0][1], -1) != t:  # naive: refresh all once per pick
@@ -333,8 +344,8 @@ def _cost_greedy(fn, b, cands, ctx, costs, B, lazy):
             heap = [(-gj / costs[j], j) for j, gj in zip(alive.tolist(), g.tolist())]
             heapq.heapify(heap)
         negr, j = heap[0]
-        if costs[j] > B - spent:
-            heapq.heappop(heap)  # never fits again: the remaining budget only shrinks
+        if not con.fits(j, state):
+            heapq.heappop(heap)  # never fits again: the remaining room only shrinks
             continue
         if stamp.get(j, 0) != t:
             gj = fn.gain(j)
@@ -345,26 +356,27 @@ def _cost_greedy(fn, b, cands, ctx, costs, B, lazy):
         heapq.heappop(heap)
         order.append(j)
         gains.append(gain_of[j])
-        spent += float(costs[j])
+        con.take(j, state)
         fn.update(j)
         t += 1
     if bound.enabled:
         chosen = set(order)
         rest = np.array([j for j in cands.tolist() if j not in chosen], np.int64)
-        if len(rest):  # stale gains (also of the dropped, unaffordable ones) are upper bounds
+        if len(rest):  # stale gains (also of the dropped, unfitting ones) are upper bounds
             ubs = np.array([gain_of[j] for j in rest.tolist()])
-            bound.value = min(bound.value, _knapsack_bound(fn.value, ubs, costs[rest], B))
+            bound.value = min(bound.value, fn.value + con.relaxed_max(ubs, rest))
         else:
             bound.value = min(bound.value, fn.value)
-    feasible = costs[cands] <= B
     info = {"best_singleton_won": False}
+    feasible = costs[cands] <= con.cap if knapsack else np.zeros(len(cands), bool)
     if feasible.any():
         js = int(cands[feasible][np.argmax(single[feasible])])
         if float(single[cands == js][0]) > fn.value + 1e-12:
             info["best_singleton_won"] = True
             fn.reset()
             fn.update(js)
-            order, gains, spent = [js], [float(single[cands == js][0])], float(costs[js])
+            order, gains = [js], [float(single[cands == js][0])]
+    spent = float(costs[np.asarray(order, np.int64)].sum()) if knapsack else None
     return order, gains, evals, spent, info
 
 
@@ -381,7 +393,7 @@ def _check_budget(budget: Any, n_cands: int, where: str) -> int:
 
 def greedy(fn: Any, budget: int | None, optimizer: str | Callable = "lazy", costs: Any = None, seed: int = 0,
            epsilon: float = 0.01, candidates: Any = None, progress: bool = False, record_bound: bool = True, *,
-           cost_budget: float | None = None) -> GreedyResult:
+           cost_budget: float | None = None, constraint: Any = None) -> GreedyResult:
     """Greedily maximise ``fn`` (facility location or any object with the same interface).
 
     Parameters
@@ -400,6 +412,9 @@ def greedy(fn: Any, budget: int | None, optimizer: str | Callable = "lazy", cost
     progress : tqdm progress bar.
     record_bound : compute the certificate ``upper_bound`` (else ``inf``).
     cost_budget : float, keyword-only. Total cost allowed with ``costs`` (e.g. a number of tokens).
+    constraint : :mod:`~subsetlm.select.constraints` ``Knapsack`` or ``Quotas``, keyword-only
+        (``costs`` + ``cost_budget`` is shorthand for ``Knapsack(costs, cost_budget)``). Only the
+        ``naive`` and ``lazy`` optimizers take one; others raise ``ValueError``.
 
     Returns
     -------
@@ -424,6 +439,8 @@ def greedy(fn: Any, budget: int | None, optimizer: str | Callable = "lazy", cost
     info: dict[str, Any] = {}
     cost = None
     if costs is not None:
+        from subsetlm.select.constraints import Knapsack
+
         c = np.asarray(costs, dtype=np.float64).reshape(-1)
         if c.shape != (n,):
             raise ValueError(f"costs: expected shape ({n},) (one cost per element); got {c.shape}")
@@ -431,13 +448,20 @@ def greedy(fn: Any, budget: int | None, optimizer: str | Callable = "lazy", cost
             raise ValueError("costs must be finite and > 0 (e.g. token counts >= 1)")
         if cost_budget is None or not float(cost_budget) > 0:
             raise ValueError(f"cost_budget must be > 0 when costs are given; got {cost_budget!r}")
+        if constraint is not None:
+            raise ValueError("pass either costs + cost_budget or constraint=, not both")
+        constraint = Knapsack(c, float(cost_budget))
+    if constraint is not None and constraint.kind == "count" and budget is None:
+        budget = int(constraint.count)
+    if constraint is not None and constraint.kind != "count":
+        if name not in CONSTRAINED_OPTIMIZERS:
+            raise ValueError(f"optimizer={name!r} does not take a {constraint.kind} constraint; choose one of "
+                             f"{', '.join(CONSTRAINED_OPTIMIZERS)}")
+        if getattr(constraint, "costs", None) is not None and len(constraint.costs) != n:
+            raise ValueError(f"costs: expected shape ({n},) (one cost per element); got {constraint.costs.shape}")
         b = len(cands) if budget is None else _check_budget(budget, len(cands), "greedy")
-        if name not in ("naive", "lazy"):
-            logger.warning("cost-aware greedy supports naive and lazy; using lazy instead of %r", name)
-            name = "lazy"
         ctx["bound"] = _Bound(b, record_bound)
-        order, gains, evals, cost, info = _cost_greedy(fn, b, cands, ctx, c, float(cost_budget),
-                                                       lazy=(name == "lazy"))
+        order, gains, evals, cost, info = _constrained_greedy(fn, b, cands, ctx, constraint, lazy=(name == "lazy"))
     else:
         b = _check_budget(budget, len(cands), "greedy")
         ctx["bound"] = _Bound(b, record_bound)

@@ -55,7 +55,8 @@ class PartitionedResult:
     weights : (b,) int64 points of its partition whose best selected neighbour it is.
     labels : (P,) the distinct labels; ``budgets``, ``sizes``, ``objectives``,
         ``upper_bounds`` : (P,) per partition.
-    objective, upper_bound : sums over partitions.
+    objective, upper_bound : sums over partitions (``upper_bound`` None when the objective
+        has no certificate, e.g. submodlib's functions).
     n_unassigned : points whose kNN list holds no selected element.
     random_objective : sum over partitions of f(a seeded random subset of the same size).
     """
@@ -70,7 +71,7 @@ class PartitionedResult:
     objectives: np.ndarray
     upper_bounds: np.ndarray
     objective: float
-    upper_bound: float
+    upper_bound: float | None
     n_unassigned: int = 0
     random_objective: float | None = None
     info: dict = field(default_factory=dict)
@@ -81,7 +82,9 @@ class PartitionedResult:
         return self.indices
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float | None:
+        if self.upper_bound is None:
+            return None
         return float(self.objective / self.upper_bound) if self.upper_bound > 0 else 1.0
 
 
@@ -91,21 +94,13 @@ def split_budget(sizes: Any, budget: int) -> np.ndarray:
     >>> split_budget([5, 3, 2], 5).tolist()
     [3, 1, 1]
     """
+    from subsetlm.select.budget import largest_remainder
+
     sizes = np.asarray(sizes, dtype=np.int64)
     total = int(sizes.sum())
     if not 0 <= budget <= total:
         raise ValueError(f"budget={budget} must lie in [0, {total}] (the total partition size)")
-    num = sizes * int(budget)  # exact integer arithmetic: quota = num / total
-    out = num // total if total else np.zeros_like(sizes)
-    rem = num - out * total
-    left = int(budget) - int(out.sum())
-    for p in np.lexsort((np.arange(len(sizes)), -rem)):  # largest remainder first
-        if left == 0:
-            break
-        if out[p] < sizes[p]:
-            out[p] += 1
-            left -= 1
-    return out
+    return largest_remainder(sizes, int(budget))  # quota_p = budget * size_p / total <= size_p
 
 
 def _seed_for(seed: int, label: int) -> int:
@@ -119,78 +114,200 @@ def _load_rows(source: Any, rows: np.ndarray) -> np.ndarray:
     return np.asarray(source, dtype=np.float32)
 
 
-def _build_fn(Xp: np.ndarray | None, graph: Any, k: int, kernel: str):
-    from subsetlm.select.facility_location import DenseFacilityLocation, SparseFacilityLocation
-
-    if graph is not None:
-        return SparseFacilityLocation(graph)
-    m = Xp.shape[0]
-    if kernel == "dense" or m <= k:
-        return DenseFacilityLocation(Xp, kernel="precompute" if m <= 8192 else None)
-    try:
-        from subsetlm.index import IndexConfig, knn_graph
-
-        g = knn_graph(Xp, k=k, cfg=IndexConfig(k=k, kind="flat" if m <= 50_000 else "auto", n_threads=1,
-                                                use_gpu=False, seed=0))
-    except ImportError:  # pragma: no cover - fallback while subsetlm.index is unavailable
-        import faiss
-        from types import SimpleNamespace
-
-        index = faiss.IndexFlatIP(Xp.shape[1])
-        index.add(np.ascontiguousarray(Xp))
-        D, I = index.search(np.ascontiguousarray(Xp), k)
-        g = SimpleNamespace(neighbors=I.astype(np.int32), similarities=D.astype(np.float32))
-    return SparseFacilityLocation(g)
-
-
-def _bound_at(fn: Any, prefix: np.ndarray, b: int) -> float:
-    """OPT_b <= f(prefix) + sum of the b largest exact marginal gains w.r.t. prefix."""
-    fn.reset()
-    for j in prefix:
-        fn.update(int(j))
-    rest = np.setdiff1d(np.arange(fn.n), prefix)
-    if rest.size == 0:
-        return float(fn.value)
-    g = np.maximum(fn.gains(rest), 0)
-    top = g if len(g) <= b else np.partition(g, len(g) - b)[len(g) - b:]
-    return float(fn.value + top.sum())
-
-
 def _solve(task: dict) -> dict:
-    """Solve one partition (runs in a worker process)."""
-    from subsetlm.select.greedy import greedy
-
+    """Solve one partition with the task's selector (runs in a worker process)."""
     t0 = time.perf_counter()
-    rows, b, seed = task["rows"], task["budget"], task["seed"]
+    rows, con, sel = task["rows"], task["constraint"], task["selector"]
     builder = task.get("builder")
     if builder is not None:
-        fn = _build_fn(None, builder(rows), task["k"], task["kernel"])
+        sel._fit(None, con, graph=builder(rows), worker=True)
     else:
-        fn = _build_fn(_load_rows(task["source"], rows), None, task["k"], task["kernel"])
-    m = len(rows)
-    if task["sampling"] == "topk":
-        res = greedy(fn, b, optimizer=task["optimizer"], seed=seed, epsilon=task["epsilon"])
-        local, gains, obj, ub = res.order, res.gains, res.objective, res.upper_bound
-    else:
-        from subsetlm.select.sampling import taylor_softmax_sample
-
-        full_len = m if task["cap"] is None else max(b, min(m, int(task["cap"])))
-        full = greedy(fn, full_len, optimizer=task["optimizer"], seed=seed, epsilon=task["epsilon"],
-                      record_bound=False)
-        pick = taylor_softmax_sample(full.gains, b, seed, normalize=task["normalize"])
-        pick = np.sort(np.asarray(pick, dtype=np.int64))
-        local, gains = full.order[pick], full.gains[pick]
-        obj = fn.evaluate(local)
-        ub = max(_bound_at(fn, full.order[:b], b), obj)
-    w, un = fn.assignment(local)
-    rand = np.random.default_rng(seed).choice(m, b, replace=False)
+        sel._fit(_load_rows(task["source"], rows), con, worker=True)
+    m, local = len(rows), sel.indices_
+    rand = np.random.default_rng(sel.seed).choice(m, len(local), replace=False)
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
-    return {"random_objective": float(fn.evaluate(rand)), "label": task["label"], "indices": rows[np.asarray(local, dtype=np.int64)],
-            "gains": np.asarray(gains, np.float64), "weights": w, "unassigned": un,
-            "objective": float(obj), "upper_bound": float(ub), "seconds": time.perf_counter() - t0,
-            "peak_rss_mib": peak, "rows": m}
+    return {"random_objective": float(sel.objective_fn_.evaluate(rand)), "label": task["label"],
+            "indices": rows[local], "gains": sel.gains_, "weights": np.rint(sel.weights_).astype(np.int64),
+            "unassigned": sel.n_unassigned_, "objective": sel.objective_, "upper_bound": sel.upper_bound_,
+            "seconds": time.perf_counter() - t0, "peak_rss_mib": peak, "rows": m}
+
+
+class Partitioned:
+    """Wrapper: one selector per partition, the budget split by partition size, optional GreeDi merge.
+
+    Parameters
+    ----------
+    selector : any :class:`~subsetlm.select.selector.Selector` (its budget is the total).
+    partitions : (n,) labels, or a number P > 1 of FAISS k-means partitions (seeded).
+    merge : 0 = none; F >= 1 = GreeDi: each partition picks F × its share, then one round
+        over the union of the winners picks the final budget (weighted facility location for
+        facility location, :mod:`~.greedi`; the selector itself for other objectives).
+    n_jobs : worker processes (1 = this process); the result does not depend on it.
+    executor : ``run(func, tasks) -> results`` (``subsetlm.distributed.executor_for``); None = local.
+
+    Budgets: a count is split with :func:`split_budget` (largest remainder); a token budget
+    gives each partition the share of the cap proportional to its tokens (each partition then
+    runs the cost-aware greedy under its share, so the total stays under the cap); per-source
+    quotas are refused (they constrain one global problem).
+
+    Attributes after :meth:`fit`: ``result_`` (:class:`PartitionedResult`) and, as for a
+    selector, ``indices_``, ``gains_``, ``weights_``, ``partitions_``, ``certificate_``, ``info_``.
+    """
+
+    def __init__(self, selector: Any, *, partitions: Any = 0, merge: float = 0.0, n_jobs: int = 2,
+                 executor: Callable | None = None):
+        self.selector, self.partitions, self.merge, self.n_jobs, self.executor = \
+            selector, partitions, merge, n_jobs, executor
+
+    def check(self, constraint_kind: str = "count", *, queries_given: bool | None = None) -> None:
+        """Validate the wrapper's parameters with the selector's (ValueError naming the choices)."""
+        self.selector.check(constraint_kind, queries_given=queries_given)
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs < 1:
+            raise ValueError(f"n_jobs={self.n_jobs!r}; expected an int >= 1")
+        if self.merge and (self.merge < 1 or self.selector.sampling != "topk"):
+            raise ValueError(f"merge_factor={self.merge}: the GreeDi merge needs merge_factor >= 1 and "
+                             f"sampling='topk' (got {self.selector.sampling!r})")
+        if self.merge and constraint_kind != "count":
+            raise ValueError(f"the GreeDi merge (merge={self.merge}) takes a count or fraction budget; a token budget "
+                             "is split over the partitions without a merge (drop --merge)")
+        if constraint_kind == "quotas":
+            raise ValueError("per-source proportions are quotas on one global problem; they cannot be combined "
+                             "with partitions (drop --partitions or --source-proportions)")
+
+    def fit(self, X: Any, *, n_tokens: np.ndarray | None = None, sources: np.ndarray | None = None,
+            graph_builder: Callable | None = None, n: int | None = None) -> "Partitioned":
+        """Select from the rows of ``X`` ((n, d) array, memmap or ``.npy`` path), or from
+        ``graph_builder(rows) -> KNNGraph`` (local indexing) with ``X=None`` and ``n`` given."""
+        from subsetlm.select.selector import _check_X
+
+        t0 = time.perf_counter()
+        if isinstance(X, (str, Path)):
+            X = np.load(str(X), mmap_mode="r")
+        if X is None and graph_builder is None:
+            raise ValueError("X: expected an (n, d) array, memmap or .npy path; got None")
+        if X is not None and (not hasattr(X, "shape") or len(X.shape) != 2):
+            raise ValueError(f"X: expected an (n, d) array, memmap or .npy path; got "
+                             f"{getattr(X, 'shape', type(X).__name__)}")
+        n = int(X.shape[0]) if X is not None else int(n if n is not None else len(np.asarray(self.partitions)))
+        labels = self._labels(X, n)
+        con = self.selector.constraint(n, n_tokens=n_tokens, sources=sources)
+        self.check(con.kind)
+        if X is not None:
+            _check_X(X)
+        uniq, inv = np.unique(labels, return_inverse=True)
+        sizes = np.bincount(inv, minlength=len(uniq))
+        members = np.argsort(inv, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        parts = [members[starts[p]:starts[p + 1]].astype(np.int64) for p in range(len(uniq))]
+        subs, final_budgets = self._split(con, parts, sizes)
+        source = None
+        if isinstance(X, np.memmap) and str(X.filename or "").endswith(".npy"):
+            if np.load(X.filename, mmap_mode="r").shape == X.shape:  # the whole file, not a view
+                source = ("npy", str(X.filename))
+        tasks = []
+        for p, lbl in enumerate(uniq):
+            if subs[p] is None:
+                continue
+            rows = parts[p]
+            sel = self.selector.set_params(seed=_seed_for(self.selector.seed, int(lbl)), progress=False,
+                                           k=int(min(self.selector.k, len(rows))))
+            task = {"label": int(lbl), "rows": rows, "constraint": subs[p], "selector": sel, "builder": graph_builder}
+            if graph_builder is None:
+                task["source"] = source if source is not None else _finite_rows(X, rows)
+            tasks.append(task)
+        results = self._run(tasks)
+        res = self._result(results, uniq, sizes, final_budgets, subs, t0)
+        if self.merge:
+            res = _merged(res, X, int(con.count), final_budgets, self.selector)
+        self.result_ = res
+        self.indices_, self.gains_ = res.indices, res.gains
+        self.weights_, self.partitions_ = res.weights.astype(np.float64), res.partitions
+        self.certificate_ = _certificate(res)
+        self.info_ = {"n": n, "constraint": con.describe(), "n_partitions": int(len(uniq))}
+        if "merge" in res.info:
+            self.info_["merge"] = {k: v for k, v in res.info["merge"].items() if k != "scope"}
+        logger.info("partitioned selection: %d partitions, %d picks, f=%.6g, bound=%s, %.2fs", len(uniq),
+                    len(res.indices), res.objective, res.upper_bound, res.info["seconds"])
+        return self
+
+    def _labels(self, X: Any, n: int) -> np.ndarray:
+        if isinstance(self.partitions, (int, np.integer)) and not isinstance(self.partitions, bool):
+            if int(self.partitions) <= 1:
+                return np.zeros(n, np.int64)
+            from subsetlm.index import kmeans_partitions
+
+            return kmeans_partitions(X, int(self.partitions), seed=self.selector.seed)
+        lab = np.asarray(self.partitions).reshape(-1)
+        if lab.shape != (n,):
+            raise ValueError(f"labels: expected shape ({n},) (one partition label per row); got {lab.shape}")
+        return lab
+
+    def _split(self, con: Any, parts: list[np.ndarray], sizes: np.ndarray) -> tuple[list, np.ndarray]:
+        """Each partition's constraint (None: nothing to pick there) and its final budget."""
+        from subsetlm.select.budget import largest_remainder
+        from subsetlm.select.constraints import Count
+
+        if con.kind == "knapsack":
+            totals = np.array([con.costs[r].sum() for r in parts])
+            shares = largest_remainder(totals, int(con.cap))
+            subs = [con.restrict(r, s) if s > 0 else None for r, s in zip(parts, shares)]
+            subs = [c if c is not None and c.count > 0 else None for c in subs]
+            return subs, np.array([0 if c is None else c.count for c in subs], np.int64)
+        budgets = split_budget(sizes, int(con.count))
+        first = np.minimum(sizes, np.ceil(self.merge * budgets).astype(np.int64)) if self.merge else budgets
+        return [Count(int(b)) if b > 0 else None for b in first], budgets
+
+    def _run(self, tasks: list[dict]) -> list[dict]:
+        if self.executor is not None:
+            return list(self.executor(_solve, tasks))
+        if self.n_jobs == 1 or len(tasks) <= 1:
+            return [_solve(t) for t in tasks]
+        with ProcessPoolExecutor(max_workers=min(self.n_jobs, len(tasks)), mp_context=get_context("spawn")) as ex:
+            return list(ex.map(_solve, tasks))  # map keeps task order: deterministic output
+
+    def _result(self, results: list[dict], uniq: np.ndarray, sizes: np.ndarray, final_budgets: np.ndarray,
+                subs: list, t0: float) -> PartitionedResult:
+        by_label = {r["label"]: r for r in results}
+        objectives = np.array([by_label[int(lbl)]["objective"] if int(lbl) in by_label else 0.0 for lbl in uniq])
+        ub = [by_label[int(lbl)]["upper_bound"] if int(lbl) in by_label else 0.0 for lbl in uniq]
+        uppers = np.array([np.nan if u is None else u for u in ub], dtype=np.float64)
+
+        def cat(key: str, dt: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(r[key], dt) for r in results]) if results else np.zeros(0, dt)
+
+        budgets = np.array([0 if c is None else c.count for c in subs], np.int64)
+        parts = np.concatenate([np.full(len(r["indices"]), r["label"], np.int64) for r in results]) \
+            if results else np.zeros(0, np.int64)
+        upper = float(uppers.sum()) if not np.isnan(uppers).any() else None
+        return PartitionedResult(cat("indices", np.int64), cat("gains", np.float64), parts, cat("weights", np.int64),
+                                 uniq, budgets, sizes, objectives, uppers,
+                                 float(objectives.sum()), upper,
+                                 int(sum(r["unassigned"] for r in results)) + int(sizes[budgets == 0].sum()),
+                                 float(sum(r["random_objective"] for r in results)),
+                                 {"seconds": time.perf_counter() - t0, "n_jobs": int(self.n_jobs),
+                                  "partition_seconds": [r["seconds"] for r in results],
+                                  "partition_rows": [r["rows"] for r in results],
+                                  "partition_peak_rss_mib": [r["peak_rss_mib"] for r in results]})
+
+
+def _finite_rows(X: Any, rows: np.ndarray) -> np.ndarray:
+    Xp = np.asarray(X[rows], dtype=np.float32)
+    if not np.all(np.isfinite(Xp)):
+        bad = int(rows[np.argwhere(~np.isfinite(Xp))[0, 0]])
+        raise ValueError(f"X contains NaN or inf (first at row {bad}); drop or re-embed those rows")
+    return Xp
+
+
+def _certificate(res: PartitionedResult) -> dict[str, Any]:
+    ub = res.upper_bound
+    return {"objective": float(res.objective),
+            "upper_bound": None if ub is None else float(max(ub, res.objective)),
+            "ratio": None if ub is None else (float(res.objective / ub) if ub > 0 else 1.0),
+            "random_objective": res.random_objective,
+            "scope": res.info["merge"]["scope"] if "merge" in res.info else
+            "sum over partitions of per-partition facility location"}
 
 
 def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: int = 32,
@@ -199,6 +316,8 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
                        normalize: str = "none", progress: bool = False,
                        executor: Callable | None = None, merge_factor: float = 0.0) -> PartitionedResult:
     """Facility location per partition, budget split by partition size, solved in parallel.
+
+    Shorthand for ``Partitioned(Selector(budget=budget, ...), partitions=labels, ...).fit(X).result_``.
 
     Parameters
     ----------
@@ -221,8 +340,8 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
     executor : ``run(func, tasks) -> results`` in task order, to run the per-partition tasks
         elsewhere (``subsetlm.distributed.ray_backend.ray_executor``); ``None`` = local processes.
         The result does not depend on it.
-    merge_factor : 0 = none; >= 1 = GreeDi: each partition picks ``merge_factor`` × its share,
-        then one weighted facility-location greedy over the union of the winners picks the
+    merge_factor : 0 = none; >= 1 = GreeDi: each partition picks ``merge_factor`` × its
+        share, then one weighted facility-location greedy over the union of the winners picks the
         final ``budget`` (:mod:`subsetlm.select.greedi`); objective and certificate are the
         merge round's.
 
@@ -230,102 +349,46 @@ def partitioned_greedy(X_or_graph_builder: Any, labels: Any, budget: int, *, k: 
     -------
     PartitionedResult
     """
-    t0 = time.perf_counter()
-    if sampling not in ("topk", "taylor-softmax"):
-        raise ValueError(f"sampling={sampling!r}; expected 'topk' or 'taylor-softmax'")
-    if kernel not in ("sparse", "dense"):
-        raise ValueError(f"kernel={kernel!r}; expected 'sparse' or 'dense'")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
-        raise ValueError(f"n_jobs={n_jobs!r}; expected an int >= 1")
-    builder: Callable | None = None
-    source: Any = None
-    X = X_or_graph_builder
-    if isinstance(X, (str, Path)):
-        X = np.load(str(X), mmap_mode="r")
-    if callable(X) and not hasattr(X, "shape"):
-        builder = X
-    else:
-        if not hasattr(X, "shape") or len(X.shape) != 2:
-            raise ValueError(f"X: expected an (n, d) array, memmap or .npy path; got "
-                             f"{getattr(X, 'shape', type(X).__name__)}")
-        if isinstance(X, np.memmap) and str(X.filename or "").endswith(".npy"):
-            if np.load(X.filename, mmap_mode="r").shape == X.shape:  # the whole file, not a view
-                source = ("npy", str(X.filename))
-    lab = np.asarray(labels).reshape(-1)
-    n = len(lab) if builder is not None else int(X.shape[0])
-    if lab.shape != (n,):
-        raise ValueError(f"labels: expected shape ({n},) (one partition label per row); got {lab.shape}")
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not 1 <= budget <= n:
-        raise ValueError(f"budget={budget!r} must be an int in [1, n={n}]")
-    uniq, inv = np.unique(lab, return_inverse=True)
-    sizes = np.bincount(inv, minlength=len(uniq))
-    budgets = split_budget(sizes, int(budget))
-    if merge_factor and (merge_factor < 1 or builder is not None or sampling != "topk"):
-        raise ValueError(f"merge_factor={merge_factor}: the GreeDi merge needs merge_factor >= 1, embeddings "
-                         f"(not a graph builder) and sampling='topk'")
-    final_budgets = budgets
-    if merge_factor:
-        budgets = np.minimum(sizes, np.ceil(merge_factor * budgets).astype(np.int64))
-    members = np.argsort(inv, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    tasks = []
-    for p, lbl in enumerate(uniq):
-        if budgets[p] == 0:
-            continue
-        rows = members[starts[p]:starts[p + 1]].astype(np.int64)
-        task = {"label": int(lbl), "rows": rows, "budget": int(budgets[p]), "seed": _seed_for(seed, int(lbl)),
-                "k": int(min(k, len(rows))), "kernel": kernel, "optimizer": optimizer, "epsilon": epsilon,
-                "sampling": sampling, "cap": cap, "builder": builder,
-                "normalize": normalize}
-        if builder is None:
-            if source is not None:
-                task["source"] = source
-            else:
-                Xp = np.asarray(X[rows], dtype=np.float32)
-                if not np.all(np.isfinite(Xp)):
-                    bad = int(rows[np.argwhere(~np.isfinite(Xp))[0, 0]])
-                    raise ValueError(f"X contains NaN or inf (first at row {bad}); drop or re-embed those rows")
-                task["source"] = Xp
-        tasks.append(task)
-    if executor is not None:
-        results = list(executor(_solve, tasks))
-    elif n_jobs == 1 or len(tasks) <= 1:
-        results = [_solve(t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks)), mp_context=get_context("spawn")) as ex:
-            results = list(ex.map(_solve, tasks))  # map keeps task order: deterministic output
-    by_label = {r["label"]: r for r in results}
-    objectives = np.array([by_label[int(l)]["objective"] if int(l) in by_label else 0.0 for l in uniq])
-    uppers = np.array([by_label[int(l)]["upper_bound"] if int(l) in by_label else 0.0 for l in uniq])
-    cat = lambda key, dt: np.concatenate([np.asarray(r[key], dt) for r in results]) if results \
-        else np.zeros(0, dt)  # noqa: E731
-    indices = cat("indices", np.int64)
-    parts = np.concatenate([np.full(len(r["indices"]), r["label"], np.int64) for r in results])
-    res = PartitionedResult(indices, cat("gains", np.float64), parts, cat("weights", np.int64), uniq, budgets,
-                            sizes, objectives, uppers, float(objectives.sum()), float(uppers.sum()),
-                            int(sum(r["unassigned"] for r in results)) + int(sizes[budgets == 0].sum()),
-                            float(sum(r["random_objective"] for r in results)),
-                            {"seconds": time.perf_counter() - t0, "n_jobs": int(n_jobs),
-                             "partition_seconds": [r["seconds"] for r in results],
-                             "partition_rows": [r["rows"] for r in results],
-                             "partition_peak_rss_mib": [r["peak_rss_mib"] for r in results]})
-    if merge_factor:
-        res = _merged(res, X, int(budget), final_budgets, k=k, optimizer=optimizer, seed=seed)
-    logger.info("partitioned greedy: %d partitions, %d picks, f=%.6g, bound=%.6g, %.2fs", len(uniq),
-                len(indices), res.objective, res.upper_bound, res.info["seconds"])
-    return res
+    from subsetlm.select.selector import Selector
+
+    builder = X_or_graph_builder if callable(X_or_graph_builder) and not hasattr(X_or_graph_builder, "shape") \
+        else None
+    X = None if builder is not None else X_or_graph_builder
+    n = len(np.asarray(labels).reshape(-1)) if builder is not None else None
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget={budget!r} must be an int in [1, n]")
+    if builder is not None and merge_factor:
+        raise ValueError(f"merge_factor={merge_factor}: the GreeDi merge needs embeddings, not a graph builder")
+    sel = Selector(budget=int(budget), k=k, optimizer=optimizer, seed=seed, sampling=sampling, epsilon=epsilon,
+                   kernel=kernel, pool=cap, normalize=normalize, progress=progress)
+    wrapper = Partitioned(sel, partitions=np.asarray(labels).reshape(-1), merge=merge_factor, n_jobs=n_jobs,
+                          executor=executor)
+    return wrapper.fit(X, graph_builder=builder, n=n).result_
 
 
-def _merged(first: PartitionedResult, X: Any, budget: int, final_budgets: np.ndarray, *, k: int, optimizer: str,
-            seed: int) -> PartitionedResult:
+def _merged(first: PartitionedResult, X: Any, budget: int, final_budgets: np.ndarray, selector: Any
+            ) -> PartitionedResult:
     """Replace the round-1 result by the GreeDi merge over its winners."""
-    from subsetlm.select.greedi import greedi_merge
+    if selector.objective == "facility-location":
+        from subsetlm.select.greedi import greedi_merge
 
-    m = greedi_merge(X, first.indices, first.weights, budget, k=k, optimizer=optimizer, seed=seed)
+        m = greedi_merge(X, first.indices, first.weights, budget, k=selector.k, optimizer=selector.optimizer,
+                         seed=selector.seed)
+        scope = "weighted facility location over the union of partition winners"
+    else:  # the selector's own objective over the union (GreeDi's original merge)
+        from subsetlm.select.constraints import Count
+
+        union = first.indices
+        sel = selector.set_params(progress=False, k=int(min(selector.k, len(union))))
+        sel._fit(np.asarray(X[np.sort(union)], dtype=np.float32), Count(budget))
+        pos = np.argsort(union)[sel.indices_]
+        m = {"indices": union[pos], "positions": pos, "gains": sel.gains_, "weights": sel.weights_,
+             "objective": sel.objective_, "upper_bound": sel.upper_bound_, "random_objective": sel.random_objective_}
+        scope = f"{selector.objective} over the union of partition winners"
     info = dict(first.info, merge={"union": int(len(first.indices)), "round1_objective": first.objective,
-                                   "round1_upper_bound": first.upper_bound,
-                                   "scope": "weighted facility location over the union of partition winners"})
+                                   "round1_upper_bound": first.upper_bound, "scope": scope})
+    ub = m["upper_bound"]
     return PartitionedResult(m["indices"], m["gains"], first.partitions[m["positions"]],
                              np.rint(m["weights"]).astype(np.int64), first.labels, final_budgets, first.sizes,
-                             first.objectives, first.upper_bounds, m["objective"], m["upper_bound"],
+                             first.objectives, first.upper_bounds, m["objective"], ub,
                              first.n_unassigned, m["random_objective"], info)

@@ -274,60 +274,86 @@ def submodlib_select(function: str, X: np.ndarray, budget: int, *, queries: np.n
     >>> submodlib_select("disparity-sum", X, 3).objective
     3.0
     """
-    spec = _spec(function)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r}; choose one of {', '.join(METRICS)}")
-    X = _check_matrix("X", X)
-    n = X.shape[0]
     if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, (int, np.integer)):
         raise TypeError(f"budget must be an int sample count, got {type(budget).__name__} {budget!r}; "
                         "resolve fractions with subsetlm.select.budget.parse_budget(...).resolve(n)")
+    obj = SubmodlibObjective(function, X, queries=queries, optimizer=optimizer, metric=metric, lambda_=lambda_,
+                             eta=eta, seed=seed, memory_limit_gb=memory_limit_gb)
     budget = int(budget)
-    if not 1 <= budget <= n:
-        raise ValueError(f"budget={budget} must be in [1, n={n}] samples; lower --budget or use a fraction")
-    if spec.needs_queries:
-        if queries is None:
-            raise ValueError("fl-mi (query-focused facility location) needs queries=(q, d) query embeddings")
-        queries = _check_matrix("queries", queries)
-        if queries.shape[1] != X.shape[1]:
-            raise ValueError(f"queries have dimension {queries.shape[1]} but X has {X.shape[1]}; "
-                             "embed both with the same model")
-    elif queries is not None:
-        raise ValueError(f"{function} takes no queries; use function='fl-mi' for query-focused selection")
-    if lambda_ is not None and spec.default_lambda is None:
-        raise ValueError(f"{function} has no lambda_ parameter (only graph-cut and log-det do)")
-    lam = spec.default_lambda if lambda_ is None else float(lambda_)
-    if spec.name == "log-det" and not lam > 0:
-        raise ValueError(f"log-det needs lambda_ > 0 (added to the kernel diagonal), got {lam}")
-    n_q = 0 if queries is None else queries.shape[0]
-    need = estimate_memory_bytes(function, n, n_q)
-    if need > memory_limit_gb * 1e9:
-        n_max = max_n_for_limit(function, memory_limit_gb)
-        parts = math.ceil(n / n_max)
-        raise ValueError(
-            f"{function} on n={n:,} needs ~{need / 1e9:,.1f} GB for its dense n×n kernel "
-            f"(limit {memory_limit_gb} GB); select within partitions (--partitions {parts}, each <= "
-            f"{n_max:,} samples) or use facility-location, which runs on a sparse kNN graph")
+    if not 1 <= budget <= obj.n:
+        raise ValueError(f"budget={budget} must be in [1, n={obj.n}] samples; lower --budget or use a fraction")
+    order, gains = obj.maximize(budget, epsilon)
+    return SubmodlibResult(order, gains, obj.evaluate(order), obj.function, dict(obj.params, epsilon=epsilon))
 
-    stochastic = optimizer in ("StochasticGreedy", "LazierThanLazyGreedy")
-    perm = np.random.default_rng(seed).permutation(n) if stochastic else None
-    Xp = X[perm] if perm is not None else X
-    log.info("submodlib %s: n=%d d=%d budget=%d optimizer=%s (~%.2f GB)", function, n, X.shape[1], budget,
-             optimizer, need / 1e9)
-    obj = _build(spec, Xp, queries, metric, lam, eta)
-    order, gains = _maximize(obj, n, budget, optimizer, epsilon)
-    objective = float(obj.evaluate({int(i) for i in order}))
-    if perm is not None:
-        order = perm[order]
-    params = {"metric": metric, "optimizer": optimizer, "epsilon": epsilon, "seed": seed}
-    if spec.default_lambda is not None:
-        params["lambda_"] = lam
-    if spec.needs_queries:
-        params["eta"] = eta
-    return SubmodlibResult(np.asarray(order, dtype=np.int64), np.asarray(gains, dtype=np.float64), objective,
-                           function, params)
+
+class SubmodlibObjective:
+    """One submodlib function built on the dense kernel of ``X``: maximise and evaluate.
+
+    Parameters are those of :func:`submodlib_select` (validated here, before any kernel is
+    built). ``n`` is the ground-set size; :meth:`maximize` returns the greedy order in the
+    rows of ``X`` (the stochastic optimizers run on a seeded permutation, mapped back);
+    :meth:`evaluate` takes rows of ``X`` too.
+    """
+
+    def __init__(self, function: str, X: np.ndarray, *, queries: np.ndarray | None = None,
+                 optimizer: str = "LazyGreedy", metric: str = "cosine", lambda_: float | None = None,
+                 eta: float = 1.0, seed: int = 0, memory_limit_gb: float = 4.0):
+        spec = _spec(function)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if metric not in METRICS:
+            raise ValueError(f"metric={metric!r}; choose one of {', '.join(METRICS)}")
+        X = _check_matrix("X", X)
+        n = X.shape[0]
+        if spec.needs_queries:
+            if queries is None:
+                raise ValueError("fl-mi (query-focused facility location) needs queries=(q, d) query embeddings")
+            queries = _check_matrix("queries", queries)
+            if queries.shape[1] != X.shape[1]:
+                raise ValueError(f"queries have dimension {queries.shape[1]} but X has {X.shape[1]}; "
+                                 "embed both with the same model")
+        elif queries is not None:
+            raise ValueError(f"{function} takes no queries; use function='fl-mi' for query-focused selection")
+        if lambda_ is not None and spec.default_lambda is None:
+            raise ValueError(f"{function} has no lambda_ parameter (only graph-cut and log-det do)")
+        lam = spec.default_lambda if lambda_ is None else float(lambda_)
+        if spec.name == "log-det" and not lam > 0:
+            raise ValueError(f"log-det needs lambda_ > 0 (added to the kernel diagonal), got {lam}")
+        n_q = 0 if queries is None else queries.shape[0]
+        need = estimate_memory_bytes(function, n, n_q)
+        if need > memory_limit_gb * 1e9:
+            n_max = max_n_for_limit(function, memory_limit_gb)
+            parts = math.ceil(n / n_max)
+            raise ValueError(
+                f"{function} on n={n:,} needs ~{need / 1e9:,.1f} GB for its dense n×n kernel "
+                f"(limit {memory_limit_gb} GB); select within partitions (--partitions {parts}, each <= "
+                f"{n_max:,} samples) or use facility-location, which runs on a sparse kNN graph")
+        stochastic = optimizer in ("StochasticGreedy", "LazierThanLazyGreedy")
+        self.perm = np.random.default_rng(seed).permutation(n) if stochastic else None
+        Xp = X[self.perm] if self.perm is not None else X
+        log.info("submodlib %s: n=%d d=%d optimizer=%s (~%.2f GB)", function, n, X.shape[1], optimizer, need / 1e9)
+        self.function, self.n, self.optimizer = spec.name, n, optimizer
+        self._obj = _build(spec, Xp, queries, metric, lam, eta)
+        self._inv = None if self.perm is None else np.argsort(self.perm)
+        self.params = {"metric": metric, "optimizer": optimizer, "seed": seed}
+        if spec.default_lambda is not None:
+            self.params["lambda_"] = lam
+        if spec.needs_queries:
+            self.params["eta"] = eta
+
+    def maximize(self, budget: int, epsilon: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+        """Greedy order of ``budget`` rows of X (int64) and their marginal gains (float64)."""
+        order, gains = _maximize(self._obj, self.n, int(budget), self.optimizer, epsilon)
+        if self.perm is not None:
+            order = self.perm[order]
+        return np.asarray(order, dtype=np.int64), np.asarray(gains, dtype=np.float64)
+
+    def evaluate(self, S: Any) -> float:
+        """f(S) for rows ``S`` of X."""
+        S = np.asarray(S, dtype=np.int64)
+        if self._inv is not None:
+            S = self._inv[S]
+        return float(self._obj.evaluate({int(i) for i in S}))
 
 
 def _maximize(obj: Any, n: int, budget: int, optimizer: str, epsilon: float) -> tuple[np.ndarray, np.ndarray]:

@@ -19,13 +19,15 @@ import io
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from subsetlm._stage import Stage, check_out
 from subsetlm.subsets.format import SubsetFile, read_subset
 
 log = logging.getLogger(__name__)
@@ -207,12 +209,10 @@ def export_subset(
     PosixPath('sel.parquet')
     """
     out = Path(out)
-    fmt = format or ("parquet" if out.suffix == ".parquet" else "jsonl")
-    if fmt not in ("jsonl", "parquet"):
-        raise ValueError(f"format={fmt!r}; expected 'jsonl' or 'parquet'")
+    fmt = output_format(out, format)
     fields = check_fields(include_fields)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --force (overwrite=True) to replace it")
+        raise FileExistsError(f"{out} already exists; pass --force (overwrite=True) to replace it or choose another --out")
     store = open_store(store_path)
     subset = _open_subset(subset_path, store)
     batches: Iterator[pa.RecordBatch] = iter_batches(
@@ -248,3 +248,79 @@ def export_subset(
         raise
     log.info("exported %d samples (%s) to %s", subset.size, fmt, out)
     return out
+
+
+SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz"), "parquet": (".parquet",)}
+
+
+def output_format(out: str | Path, format: str | None = None) -> str:
+    """The export format of ``out``: from ``format``, else from its suffix; a mismatch or an unknown suffix is refused.
+
+    >>> output_format("sel.jsonl.gz"), output_format("sel.parquet")
+    ('jsonl', 'parquet')
+    >>> output_format("sel.csv")
+    Traceback (most recent call last):
+    ...
+    ValueError: --out sel.csv: an export is .jsonl, .jsonl.gz or .parquet; choose one of those names
+    """
+    name = Path(out).name
+    by_suffix = next((f for f, sufs in SUFFIXES.items() if name.endswith(sufs)), None)
+    if format is not None and format not in SUFFIXES:
+        raise ValueError(f"format={format!r}; expected 'jsonl' or 'parquet'")
+    if by_suffix is None:
+        raise ValueError(f"--out {out}: an export is .jsonl, .jsonl.gz or .parquet; choose one of those names")
+    if format is not None and format != by_suffix:
+        raise ValueError(f"--format {format} but --out {out} names a {by_suffix} file; make them agree")
+    return by_suffix
+
+
+@dataclass
+class ExportConfig:
+    """Configuration of ``subsetlm export`` (one field per CLI flag).
+
+    subset : the subset directory. out : the file to write (.jsonl, .jsonl.gz or .parquet).
+    store : the store the subset was selected from (default: the path its manifest records).
+    format : ``jsonl`` | ``parquet`` (default: from the ``out`` suffix; they must agree).
+    fields : columns to write, in order (default: every field, :data:`DEFAULT_FIELDS`).
+    order : ``rank`` (selection order) or ``index`` (store order).
+    force : replace an existing ``out`` (an export records no identity, so it is never skipped).
+    """
+
+    VOLATILE: ClassVar[tuple[str, ...]] = ("force",)
+
+    subset: str = ""
+    out: str = ""
+    store: str | None = None
+    format: str | None = None
+    fields: list[str] | None = None
+    order: str = "rank"
+    force: bool = False
+
+    def validate(self) -> None:
+        if not self.subset:
+            raise ValueError("no subset given: pass SUBSET (a directory written by `subsetlm select`)")
+        if not self.out:
+            raise ValueError("no output given: pass --out FILE (.jsonl, .jsonl.gz or .parquet)")
+        output_format(self.out, self.format)
+        check_fields(self.fields)
+        if self.order not in ("rank", "index"):
+            raise ValueError(f"order={self.order!r}; choose rank or index")
+
+
+def run_export(cfg: ExportConfig, progress: bool = False) -> Path:
+    """Run ``subsetlm export``: the subset's samples with their text, written atomically to ``cfg.out``."""
+    cfg.validate()
+    out = check_out(cfg.out)
+    if out.exists() and not cfg.force:
+        raise FileExistsError(f"{out} already exists; pass --force to replace it or choose another --out")
+    store = cfg.store or read_subset(cfg.subset).manifest["store"]["path"]
+    return export_subset(cfg.subset, store, out, format=cfg.format, include_fields=cfg.fields, order=cfg.order,
+                         overwrite=cfg.force, progress=progress)
+
+
+def summary(path: Path) -> str:
+    """The line ``subsetlm export`` prints."""
+    return f"wrote {path}"
+
+
+STAGE = Stage("export", ExportConfig, run_export, summary)
