@@ -169,12 +169,12 @@ class Partitioned:
         if self.merge and (self.merge < 1 or self.selector.sampling != "topk"):
             raise ValueError(f"merge_factor={self.merge}: the GreeDi merge needs merge_factor >= 1 and "
                              f"sampling='topk' (got {self.selector.sampling!r})")
-        if self.merge and constraint_kind != "count":
-            raise ValueError(f"the GreeDi merge (merge={self.merge}) takes a count or fraction budget; a token budget "
-                             "is split over the partitions without a merge (drop --merge)")
         if constraint_kind == "quotas":
             raise ValueError("per-source proportions are quotas on one global problem; they cannot be combined "
                              "with partitions (drop --partitions or --source-proportions)")
+        if self.merge and constraint_kind != "count":
+            raise ValueError(f"the GreeDi merge (merge={self.merge}) takes a count or fraction budget; a token budget "
+                             "is split over the partitions without a merge (drop --merge)")
 
     def fit(self, X: Any, *, n_tokens: np.ndarray | None = None, sources: np.ndarray | None = None,
             graph_builder: Callable | None = None, n: int | None = None) -> "Partitioned":
