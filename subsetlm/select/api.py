@@ -67,7 +67,7 @@ class SelectConfig:
 
     store: str = ""
     out: str = ""
-    budget: str = "0.25"
+    budget: str | float | int = "0.25"
     function: str = "facility-location"
     optimizer: str = "lazy"
     sampling: str = "topk"
@@ -84,6 +84,10 @@ class SelectConfig:
     backend: str = "local"
     ray_address: str | None = None
     force: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool):
+            self.budget = str(self.budget)  # a YAML number (0.25, 5000) reads like the same flag
 
     def validate(self) -> None:
         """Check every field and their combination up front (ValueError naming the valid choices)."""
