@@ -1,4 +1,4 @@
-"""Scale-out of embedding: the same PubMed abstracts embedded locally and on Ray (Ray Data actor pool).
+"""Scale-out of embedding: the same PubMed abstracts embedded locally and on Ray (a pool of Ray actors).
 
 On the first ``--docs`` PubMed abstracts (the ``pubmed`` source, written as ``--files`` JSONL
 files) with MiniLM, one run measures
@@ -51,17 +51,20 @@ def run_one(a: argparse.Namespace) -> None:
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(out.with_name(out.name + ".tmp"), ignore_errors=True)
     if a.chunk_only:
+        import pyarrow.parquet as pq
+
         from subsetlm.corpus.chunking import iter_samples
-        from subsetlm.distributed.ray_chunk import chunk_counts, write_chunks
         from subsetlm.embed.base import get_embedder
-        from subsetlm.embed.run import _corpus_cfg, _rechunk
+        from subsetlm.embed.run import _corpus_cfg
+        from subsetlm.embed.shards import rechunk, write_chunks
 
         cfg = EmbedConfig(inputs=["pubmed"], out=str(out), limit=a.docs, max_tokens=254)
         splitter = get_embedder("minilm", device="cpu").splitter()
         t = time.perf_counter()
-        write_chunks(out, _rechunk(iter_samples(_corpus_cfg(cfg), splitter), cfg.shard_size, 0), 0)
+        write_chunks(out, rechunk(iter_samples(_corpus_cfg(cfg), splitter), cfg.shard_size))
         wall = time.perf_counter() - t
-        print(json.dumps({"wall_s": wall, "samples": sum(chunk_counts(out)[0]), "docs": a.docs}))
+        samples = sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("*.parquet"))
+        print(json.dumps({"wall_s": wall, "samples": samples, "docs": a.docs}))
         shutil.rmtree(out)
         return
     kw = dict(backend="ray", ray_address=a.address, ray_actors=2) if a.address else {}

@@ -207,7 +207,8 @@ def iter_samples(cfg: Any, splitter: TokenSplitter, inputs: list[Any] | None = N
 
     Notes
     -----
-    Duplicate detection keeps the set of document ids seen so far (about 100 bytes
+    Duplicate detection (:class:`~subsetlm.corpus.readers.Repeats`, the one check every
+    reader of a corpus uses) keeps the set of document ids seen so far (about 100 bytes
     per document: ~1 GB at 1e7 documents); the first location is only looked up
     (by re-reading) when a duplicate is found.
 
@@ -217,31 +218,12 @@ def iter_samples(cfg: Any, splitter: TokenSplitter, inputs: list[Any] | None = N
     >>> for block in iter_samples(CorpusConfig(["pubmed"]), WhitespaceSplitter()):  # doctest: +SKIP
     ...     print(block[0].id)
     """
-    from subsetlm.corpus.readers import _first_location, iter_documents
+    from subsetlm.corpus.readers import Repeats, iter_documents
 
-    seen: set[str] = set()
-    n_dup = 0
-    dup_examples: list[str] = []
+    repeats = Repeats(cfg, inputs)
     for docs in iter_documents(cfg, inputs, require_documents):
-        keep = []
-        for d in docs:
-            did = doc_id_for(d)
-            if did in seen:
-                if d.id is not None:
-                    first = _first_location(cfg, did, inputs)
-                    raise CorpusError(
-                        f"duplicate document id {did!r}: at {first} and again at {d.location}; ids must be "
-                        f"unique. Fix the data, choose another --id-field, or drop --id-field to use content hashes"
-                    )
-                n_dup += 1
-                if len(dup_examples) < 3:
-                    dup_examples.append(d.location)
-                continue
-            seen.add(did)
-            keep.append(d)
+        keep = [d for d in docs if repeats.keep(doc_id_for(d), d.id is not None, d.location)]
         samples = chunk_documents(keep, splitter, cfg.max_tokens)
         if samples:
             yield samples
-    if n_dup:
-        log.warning("dropped %d exact duplicate document(s) without ids (e.g. %s); their content-hash ids "
-                    "would collide", n_dup, ", ".join(dup_examples))
+    repeats.warn()

@@ -1,51 +1,60 @@
-"""``embed_corpus``: corpus files -> a resumable :class:`EmbeddingStore`.
+"""``embed_corpus``: corpus files -> a resumable :class:`EmbeddingStore` (the ``embed`` stage).
 
-Flow: build the embedder -> chunk the corpus with the embedder's own tokenizer
-(``iter_samples``) -> embed ``shard_size`` samples at a time -> write each finished
-shard atomically into ``OUT.tmp/shards/`` -> assemble the final files -> rename
-``OUT.tmp`` to ``OUT`` with ``_SUCCESS``.
+Flow: build the embedder -> a shard plan (:class:`~subsetlm.embed.shards.ShardPlan`: the
+corpus's samples, chunked with the embedder's own tokenizer, cut into ``shard_size``
+shards) -> embed the shards not yet written, on an executor (in this process for
+``--backend local``; a pool of Ray actors for ``--backend ray``, chosen by
+:func:`subsetlm.distributed.executor_for` as index and select choose theirs), each
+shard written atomically into ``OUT.tmp/shards/`` -> assemble the final files -> rename
+``OUT.tmp`` to ``OUT`` with ``_SUCCESS`` (:class:`subsetlm._stage.Output`).
 
 Re-running the same command:
 
 * ``OUT`` complete with the same config -> nothing is done, the store is returned.
 * ``OUT`` complete with another config -> ``ValueError`` (pass ``force=True``/--force).
-* ``OUT.tmp`` from a killed run with the same config -> resumes after its last finished
-  shard (the skipped samples come back in the same order from ``iter_samples``);
-  the result is byte-identical to an uninterrupted run (except ``stats.json``).
+* ``OUT.tmp`` from a killed run with the same config -> resumes at the shards it had not
+  written; the result is byte-identical to an uninterrupted run (except ``stats.json``).
+  A run resumes only with the same ``shard_size`` and the same cut: ``--backend ray``
+  cuts shards per corpus file, ``local`` serially (``ValueError`` otherwise).
 * ``OUT.tmp`` with another config -> ``ValueError`` (pass --force to start over).
 
 Example
 -------
 >>> cfg = EmbedConfig(inputs=["pubmed"], out="runs/pubmed-minilm", limit=2000)  # doctest: +SKIP
 >>> store = embed_corpus(cfg, progress=True)                                      # doctest: +SKIP
->>> print(store.summary())                                                        # doctest: +SKIP
+>>> print(summary(store))                                                         # doctest: +SKIP
 2000 docs (2113 samples) -> 384-d float16 with minilm in 15.2 s (131.6 docs/s): runs/pubmed-minilm
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-
-import json
 import logging
 import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from subsetlm._io import atomic_dir, dumps_json, is_complete, read_json, tmp_path_for, write_json_atomic
+from subsetlm._io import write_json_atomic
+from subsetlm._stage import Output, Stage, check_out, manifest_config, portable
+from subsetlm.distributed import BACKENDS, executor_for, map_stateful
 from subsetlm.embed.base import Embedder, get_embedder
+from subsetlm.embed.shards import CHUNKS, PLAN_FILE, ShardEmbedder, ShardPlan, embed_shard
 from subsetlm.embed.store import DTYPES, FORMAT, VERSION, EmbeddingStore, ShardWriter, write_manifest
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-_PROGRESS_STEP = 1024  # samples per embed() call: the progress bar moves at least this often
-_RUN_CONFIG = "run_config.json"
 _STATE_DIR = "embedder_state"
+
+
+class StoreExistsError(FileExistsError, ValueError):
+    """``OUT`` (or ``OUT.tmp``) holds an embedding store of another config: a ``FileExistsError``
+    as for every stage, and a ``ValueError`` as ``embed_corpus`` has always raised."""
 
 
 @dataclass
@@ -83,9 +92,10 @@ class EmbedConfig:
     block_size : int, default 1024
         Documents per reader block.
     backend : {"local", "ray"}, default "local"
-        ``ray``: shards are embedded by ``ray_actors`` Ray actors on the cluster at
-        ``ray_address`` (:mod:`subsetlm.distributed.ray_embed`: Ray Data ``map_batches`` over
-        the corpus shards); same store layout, resumable.
+        Where the shards are embedded (:func:`subsetlm.distributed.executor_for`): ``local``
+        in this process; ``ray``: each corpus file chunked in a Ray task, the shards
+        embedded by ``ray_actors`` Ray actors on the cluster at ``ray_address``. Same store,
+        resumable.
     ray_address : str or None, default None
         ``auto``, ``HOST:PORT``; None: ``RAY_ADDRESS`` or a local Ray instance.
     ray_actors : int or None, default None
@@ -110,16 +120,11 @@ class EmbedConfig:
     ray_address: str | None = None
     ray_actors: int | None = None
 
-
-def embed_in_parts(emb: Embedder, texts: list[str], batch_size: int, on_part: Callable[[int], None] | None = None
-                   ) -> np.ndarray:
-    """Embed ``texts`` in parts of ``_PROGRESS_STEP`` (each length-sorted by the embedder), as every backend does."""
-    parts = []
-    for s0 in range(0, len(texts), _PROGRESS_STEP):
-        parts.append(emb.embed(texts[s0:s0 + _PROGRESS_STEP], batch_size=batch_size))
-        if on_part is not None:
-            on_part(len(parts[-1]))
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    # Where and how the store is written, not what it holds: none of these is in its identity
+    # (the manifest's "config", built by _identity from what the embedder, corpus and
+    # chunking resolve to), so changing one reuses a finished store.
+    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "backend", "ray_address", "ray_actors", "batch_size",
+                                           "device", "shard_size", "block_size")
 
 
 def _check_cfg(cfg: EmbedConfig) -> None:
@@ -127,8 +132,8 @@ def _check_cfg(cfg: EmbedConfig) -> None:
         cfg.inputs = [cfg.inputs]
     if not cfg.inputs:
         raise ValueError("EmbedConfig.inputs is empty; give at least one corpus file, folder or source name")
-    if cfg.backend not in ("local", "ray"):
-        raise ValueError(f"EmbedConfig.backend={cfg.backend!r}; expected local or ray")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"EmbedConfig.backend={cfg.backend!r}; expected {' or '.join(BACKENDS)}")
     if cfg.dtype not in DTYPES:
         raise ValueError(f"EmbedConfig.dtype={cfg.dtype!r}; expected one of {', '.join(DTYPES)}")
     for name in ("batch_size", "shard_size", "block_size"):
@@ -155,33 +160,13 @@ def _identity(cfg: EmbedConfig, emb: Embedder, corpus_fp: str, splitter: Any) ->
         "chunking": _chunking(cfg, emb, splitter),
         "dtype": cfg.dtype,
     }
-    return json.loads(dumps_json(ident))  # as read back from JSON (tuples -> lists), so == works
+    return portable(ident)  # as read back from JSON (tuples -> lists), so == works
 
 
 def _chunking(cfg: EmbedConfig, emb: Embedder, splitter: Any) -> dict[str, Any]:
     sp = splitter.describe() if hasattr(splitter, "describe") else {"splitter": type(splitter).__name__}
     return {"max_tokens": cfg.max_tokens, "splitter": sp.get("splitter", type(splitter).__name__),
             "tokenizer": emb.describe().get("model") if sp.get("splitter") == "hf" else None}
-
-
-def _rechunk(samples_iter: Iterator[list[Any]], size: int, skip: int) -> Iterator[list[Any]]:
-    """Regroup a stream of sample blocks into lists of ``size``, after dropping the first ``skip``."""
-    buf: list[Any] = []
-    for block in samples_iter:
-        if skip:
-            if skip >= len(block):
-                skip -= len(block)
-                continue
-            block, skip = block[skip:], 0
-        buf.extend(block)
-        while len(buf) >= size:
-            yield buf[:size]
-            buf = buf[size:]
-    if skip:
-        raise ValueError(f"the corpus now has fewer samples than the unfinished run already embedded ({skip} "
-                         f"missing); it changed since that run: pass --force to start over")
-    if buf:
-        yield buf
 
 
 def _first_texts(cfg: EmbedConfig, ccfg: Any, splitter: Any, n: int) -> list[str]:
@@ -210,124 +195,78 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
     EmbeddingStore
         ``store.stats`` (stats.json) holds ``docs``, ``samples``, ``dim``, ``seconds``,
         ``embed_seconds``, ``docs_per_s``, ``samples_per_s``, ``resumed_samples``,
-        ``device``; ``store.summary()`` is the CLI's one-line summary.
+        ``device``; :func:`summary` is the CLI's one-line summary.
 
     Raises
     ------
     ValueError
-        ``out`` or ``out.tmp`` exists with a different configuration (pass --force), a
-        bad config field, or an embedder that returns NaN/inf or the wrong shape
-        (nothing is finalised; ``out`` is not created).
+        ``out`` or ``out.tmp`` exists with a different configuration (pass --force;
+        :class:`StoreExistsError`, also a ``FileExistsError``), a bad config field, or an
+        embedder that returns NaN/inf or the wrong shape (nothing is finalised; ``out`` is
+        not created).
     """
-    from subsetlm.corpus.chunking import iter_samples
     from subsetlm.corpus.readers import corpus_fingerprint
 
     _check_cfg(cfg)
     t0 = time.perf_counter()
-    out = Path(cfg.out)
-    tmp = tmp_path_for(out)
+    executor = executor_for(cfg.backend, cfg.ray_address, actors=cfg.ray_actors)  # None: in this process
     emb = get_embedder(cfg.model, device=cfg.device, **cfg.embedder_options)
     splitter = emb.splitter()
     fits = getattr(emb, "max_content_tokens", None)
     if cfg.max_tokens and fits is not None and cfg.max_tokens > fits:
         # Chunk to what the model reads (MiniLM: 256 minus [CLS]/[SEP] = 254), so no chunk
         # is silently truncated by the model.
-        log.info("max_tokens=%d > the %d content tokens %s reads; chunking at %d",
-                 cfg.max_tokens, fits, emb.name, fits)
+        logger.info("max_tokens=%d > the %d content tokens %s reads; chunking at %d",
+                    cfg.max_tokens, fits, emb.name, fits)
         cfg = dataclasses.replace(cfg, max_tokens=int(fits))
     ccfg = _corpus_cfg(cfg)
     corpus_fp = corpus_fingerprint(ccfg)
     ident = _identity(cfg, emb, corpus_fp, splitter)
+    out = Output(check_out(cfg.out), ident, what="embedding store", read_identity=manifest_config)
+    with _refused():
+        if out.up_to_date(cfg.force):
+            return EmbeddingStore.open(out.path)
+        if cfg.force:  # --force starts over, also from an unfinished run of this config
+            shutil.rmtree(out.tmp, ignore_errors=True)
+        elif out.tmp.is_dir():
+            out.check_resumable(out.tmp, force=False)
+    # A distributed executor chunks the corpus one file per task (--limit counts documents
+    # across files: serially then); in this process the sample stream is cut as it is read.
+    plan = ShardPlan.choose(cfg.shard_size, per_file=executor is not None and ccfg.limit is None)
 
-    if out.exists() and not cfg.force:
-        if is_complete(out) and (out / "manifest.json").is_file():
-            old = read_json(out / "manifest.json").get("config")
-            if old == ident:
-                log.info("%s is complete with the same config; skipping (pass --force to rebuild)", out)
-                return EmbeddingStore.open(out)
-            raise ValueError(f"{out} already holds an embedding store built with a different config "
-                             f"({_diff(old, ident)}); pass --force to overwrite it or choose another --out")
-        raise ValueError(f"{out} exists but is not a complete embedding store; remove it or pass --force")
-
-    resume_tmp = tmp.is_dir() and (tmp / _RUN_CONFIG).is_file() and not cfg.force
-    if resume_tmp:
-        old = read_json(tmp / _RUN_CONFIG)
-        want = {"identity": ident, "shard_size": cfg.shard_size}
-        if old != want:
-            raise ValueError(f"{tmp} holds an unfinished run with a different config ({_diff(old, want)}); "
-                             f"pass --force to discard it and start over")
-    elif tmp.exists():
-        shutil.rmtree(tmp)
-
-    with atomic_dir(out, resume=True, overwrite=cfg.force) as d:
-        write_json_atomic(d / _RUN_CONFIG, {"identity": ident, "shard_size": cfg.shard_size})
-        if emb.requires_fit:
-            state = d / _STATE_DIR
-            if state.is_dir() and any(state.iterdir()):  # only a resumed run's tmp can hold it
-                emb.load_state(state)
+    with out.writing(force=cfg.force, resume=True) as d:
+        plan.record(d)
+        state_dir = d / _STATE_DIR if emb.requires_fit else None
+        if state_dir is not None:
+            if state_dir.is_dir() and any(state_dir.iterdir()):  # only a resumed run's tmp can hold it
+                emb.load_state(state_dir)
             else:
-                n_fit = int(getattr(emb, "fit_samples", 20000))
-                emb.fit(_first_texts(cfg, ccfg, splitter, n_fit))
-                emb.save_state(state)
+                emb.fit(_first_texts(cfg, ccfg, splitter, int(getattr(emb, "fit_samples", 20000))))
+                emb.save_state(state_dir)
         writer = ShardWriter(d, emb.dim, cfg.dtype)
-        done = writer.finished()
-        ray_run = (d / "chunks").is_dir()  # the ray backend cuts shards its own way: no switching mid-run
-        started = ray_run or any(writer.dir.glob("*.parquet"))
-        if started and ray_run != (cfg.backend == "ray"):
-            raise ValueError(f"{tmp} holds an unfinished --backend {'ray' if ray_run else 'local'} run; resume it "
-                             f"with the same backend, or pass --force to start over")
-        n_done = sum(c for _, c in done)
-        if cfg.backend == "ray":  # shards finish in any order there: count every finished one
-            from subsetlm.distributed.ray_chunk import chunk_shards
-
-            n_done = sum(writer.rows(k) for k in range(len(chunk_shards(d) or [])) if writer.is_finished(k))
+        done = writer.done()
+        n_done = sum(done.values())
         if done:
-            log.info("resuming %s after %d finished shard(s) (%d samples)", tmp, len(done), n_done)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(desc=f"embed {emb.name}", unit="sample", initial=n_done)
-        t_embed = 0.0
-        k = len(done)
-        try:
-            t1 = time.perf_counter()
-            if cfg.backend == "ray":
-                from subsetlm.distributed.ray_embed import embed_with_ray
-
-                def on_shard(k: int, rows: int) -> None:
-                    if bar is not None:
-                        bar.update(rows)
-                    if _after_shard is not None:
-                        _after_shard(k)
-
-                embed_with_ray(d, ccfg, splitter, cfg.shard_size,
-                               lambda skip: _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, skip),
-                               spec=cfg.model, options=cfg.embedder_options,
-                               state_dir=d / _STATE_DIR if emb.requires_fit else None, batch_size=cfg.batch_size,
-                               dim=int(emb.dim), dtype=cfg.dtype,
-                               device=cfg.device if cfg.device != "auto" else "cpu", address=cfg.ray_address,
-                               n_actors=cfg.ray_actors, on_shard=on_shard)
-                t_embed = time.perf_counter() - t1
-            else:
-                for shard in _rechunk(iter_samples(ccfg, splitter), cfg.shard_size, n_done):
-                    X = embed_in_parts(emb, [s.text for s in shard], cfg.batch_size,
-                                       bar.update if bar is not None else None)
-                    t_embed += time.perf_counter() - t1
-                    writer.write(k, X, shard)
-                    t1 = time.perf_counter()
-                    if _after_shard is not None:
-                        _after_shard(k)
-                    k += 1
-        finally:
-            if bar is not None:
-                bar.close()
+            logger.info("resuming %s after %d finished shard(s) (%d samples)", d, len(done), n_done)
+        worker = ShardEmbedder(d, cfg.model, cfg.embedder_options, state_dir=state_dir,
+                               device=cfg.device if cfg.device != "auto" else "cpu", batch_size=cfg.batch_size,
+                               dim=int(emb.dim), dtype=cfg.dtype, embedder=emb)
+        t1 = time.perf_counter()
+        with _bar(progress, emb.name, n_done) as bar, contextlib.closing(map_stateful(
+                executor, worker, embed_shard, plan.tasks(d, ccfg, splitter, done, executor),
+                progress=bar.update if bar is not None else None,
+                num_gpus=1 if str(cfg.device).startswith("cuda") else 0)) as results:
+            for _, (k, _rows) in results:
+                if _after_shard is not None:
+                    _after_shard(k)
+        t_embed = time.perf_counter() - t1
+        plan.check_finished(writer.done(), d)
         n, digest = writer.assemble(d)
         if n == 0:
             raise ValueError(f"no samples to embed in {cfg.inputs}; check the inputs and --text-field")
         docs, zero_rows = _count_docs_and_zero_rows(d)
         if zero_rows:
-            log.warning("%d sample(s) got an all-zero embedding (no hashed words / features)", zero_rows)
+            logger.warning("%d sample(s) got an all-zero embedding (no hashed words / features)", zero_rows)
         manifest = {
             "format": FORMAT, "version": VERSION, "model": emb.describe(), "dim": int(emb.dim),
             "dtype": cfg.dtype, "pooling": emb.pooling, "normalized": bool(emb.normalize), "count": int(n),
@@ -346,11 +285,42 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         }
         write_json_atomic(d / "stats.json", stats)
         writer.remove()
-        shutil.rmtree(d / "chunks", ignore_errors=True)  # the ray backend's chunk shards
-        (d / _RUN_CONFIG).unlink()
-    store = EmbeddingStore.open(out)
-    log.info("embedded %s", store.summary())
+        shutil.rmtree(d / CHUNKS, ignore_errors=True)  # a per-file plan's chunk shards
+        (d / PLAN_FILE).unlink()
+    store = EmbeddingStore.open(out.path)
+    logger.info("embedded %s", store.summary())
     return store
+
+
+def summary(store: EmbeddingStore) -> str:
+    """The line ``subsetlm embed`` prints: counts, dims, time and throughput (:meth:`EmbeddingStore.summary`)."""
+    return store.summary()
+
+
+@contextlib.contextmanager
+def _refused() -> Iterator[None]:
+    """An existing output of another config: :class:`StoreExistsError` (a ValueError, as embed always raised)."""
+    try:
+        yield
+    except FileExistsError as e:
+        if isinstance(e, ValueError):
+            raise
+        raise StoreExistsError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _bar(progress: bool, name: str, initial: int) -> Iterator[Any]:
+    """A tqdm bar over samples (None without ``progress``), closed at the end."""
+    if not progress:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=f"embed {name}", unit="sample", initial=initial)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _count_docs_and_zero_rows(d: Path) -> tuple[int, int]:
@@ -369,16 +339,6 @@ def _count_docs_and_zero_rows(d: Path) -> tuple[int, int]:
     for s in range(0, len(X), 65536):
         zero += int((~np.asarray(X[s:s + 65536]).any(axis=1)).sum())
     return docs, zero
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> str:
-    """Short description of the first differing keys of two nested dicts."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return f"{prefix or 'config'}: {dumps_json(old).strip()[:80]} != {dumps_json(new).strip()[:80]}"
-    for k in sorted(set(old) | set(new)):
-        if old.get(k) != new.get(k):
-            return _diff(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else k)
-    return "no difference"
 
 
 def config_dict(cfg: EmbedConfig) -> dict[str, Any]:
@@ -416,3 +376,6 @@ def store_embedder(store: EmbeddingStore | str | Path, device: str = "auto", mod
     if int(emb.dim) != st.dim:
         raise ValueError(f"embedder {spec} gives {emb.dim}-d vectors but {st.path} holds {st.dim}-d ones")
     return emb
+
+
+STAGE = Stage("embed", EmbedConfig, embed_corpus, summary)

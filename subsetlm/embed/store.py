@@ -39,7 +39,7 @@ import numpy as np
 
 from subsetlm._io import dumps_json, is_complete, read_json, sha256_file, write_bytes_atomic
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FORMAT = "subsetlm.embedding_store"
 VERSION = 1
@@ -144,6 +144,12 @@ class ShardWriter:
             k += 1
         return out
 
+    def done(self) -> dict[int, int]:
+        """``{shard_no: n_rows}`` of every finished shard (executors that run shards in parallel leave gaps)."""
+        ks = sorted(int(p.name[:-len(".parquet")]) for p in self.dir.glob("[0-9]*.parquet")
+                    if p.name[:-len(".parquet")].isdigit())
+        return {k: self.rows(k) for k in ks if self.is_finished(k)}
+
     def rows(self, k: int) -> int:
         """Rows of finished shard ``k``."""
         import pyarrow.parquet as pq
@@ -224,7 +230,7 @@ class ShardWriter:
 
     def remove(self) -> None:
         """Delete the shards, last first (an interrupted delete still leaves a resumable prefix)."""
-        for k, _ in reversed(self.finished()):
+        for k in sorted(self.done(), reverse=True):
             (self.dir / f"{k:05d}.parquet").unlink()
             (self.dir / f"{k:05d}.npy").unlink()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -86,7 +86,7 @@ def test_txt_folder_one_doc_per_file_ids_are_relative_paths(tmp_path):
 
 
 def test_hf_save_to_disk_dataset_and_dataset_dict(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a core dependency: missing it must fail, not skip
     datasets.disable_progress_bars()
     ds = datasets.Dataset.from_dict({"abstract": EXPECTED_TEXTS, "pmid": [r["pmid"] for r in RECORDS]})
     ds.save_to_disk(str(tmp_path / "hf"))
@@ -296,3 +296,27 @@ def test_documented_defaults_match_the_dataclass():
         m = re.search(rf"^\s*{f.name} : .*default (.+)$", doc, re.M)
         assert m, f"{f.name} has no documented default"
         assert ast.literal_eval(m.group(1).strip()) == value, f.name
+
+
+def test_repeats_is_the_one_duplicate_check_ids_raise_naming_both_places_hashes_drop_once(tmp_path, caplog):
+    from subsetlm.corpus.readers import Repeats
+
+    a = write_jsonl(tmp_path / "a.jsonl", RECORDS[:5])
+    b = write_jsonl(tmp_path / "b.jsonl", RECORDS[5:8] + RECORDS[2:3])  # pmid 102 again, at b.jsonl:4
+    r = Repeats(CorpusConfig([str(a), str(b)], text_field="abstract", id_field="pmid"))
+    asked = []
+    for i in range(8):
+        assert r.keep(str(100 + i), user_id=True, where=lambda: asked.append(1) or "unused")
+    assert asked == [] and r.seen == {str(100 + i) for i in range(8)}  # a location is looked up only for a repeat
+    with pytest.raises(CorpusError, match=rf"duplicate document id '102': at {a}:3 and again at {b}:4; ids must be "
+                                          rf"unique.*--id-field"):
+        r.repeated("102", user_id=True, where=f"{b}:4")
+    assert not r.repeated("999", user_id=False, where="x") and "999" not in r.seen  # repeated() does not record
+    hashes = Repeats(cfg_for(a))
+    assert [hashes.keep(h, False, f"f:{i}") for i, h in enumerate(["h1", "h2", "h1", "h1", "h3"])] == \
+        [True, True, False, False, True]
+    with caplog.at_level(logging.WARNING):
+        hashes.warn()
+        Repeats(cfg_for(a)).warn()  # nothing dropped: nothing logged
+    assert [r.getMessage() for r in caplog.records] == [
+        "dropped 2 exact duplicate document(s) without ids (e.g. f:2, f:3); their content-hash ids would collide"]

@@ -103,7 +103,7 @@ def test_ray_embedding_writes_the_same_store_as_local(cluster, tmp_path):
 
 
 def test_ray_embedding_killed_midway_resumes_to_the_same_store(cluster, tmp_path):
-    from subsetlm.distributed.ray_chunk import chunk_shards
+    from subsetlm.embed.shards import listed_chunks as chunk_shards
     from subsetlm.embed import EmbedConfig, embed_corpus
 
     kw = _embed_kw(tmp_path)
@@ -146,7 +146,7 @@ def _split_corpus(tmp: Path, with_ids: bool) -> Path:
 
 
 def test_ray_chunking_per_file_drops_repeats_across_files_and_writes_the_same_store(cluster, tmp_path):
-    from subsetlm.distributed.ray_chunk import chunk_shards
+    from subsetlm.embed.shards import listed_chunks as chunk_shards
     from subsetlm.embed import EmbedConfig, embed_corpus
 
     _store(tmp_path)
@@ -184,30 +184,25 @@ def _die_on_first_call(marker: str) -> None:
     os._exit(1)  # the process dies without a Python exception: Ray sees a system failure and retries
 
 
-class _DiesOnceEmbedder:
-    """Stands in for ShardEmbedder: the first shard anywhere on the cluster kills its actor's process."""
+class _DiesOnceInTask:
+    """Wraps the embed step's ``func(state, task)``: the first shard anywhere on the cluster kills its actor."""
 
-    marker = ""
+    def __init__(self, func, marker: Path):
+        self.func, self.marker = func, str(marker)
 
-    def __init__(self, **kw):
-        from subsetlm.distributed.ray_embed import ShardEmbedder
-
-        self.inner = ShardEmbedder(**kw)
-
-    def __call__(self, batch):
+    def __call__(self, state, task):
         _die_on_first_call(self.marker)
-        return self.inner(batch)
+        return self.func(state, task)
 
 
 def test_ray_embedding_actor_killed_is_restarted_and_the_store_is_unchanged(cluster, tmp_path, monkeypatch):
-    import subsetlm.distributed.ray_embed as ray_embed
+    import subsetlm.embed.run as embed_run
     from subsetlm.embed import EmbedConfig, embed_corpus
 
     kw = _embed_kw(tmp_path)
     a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
     marker = tmp_path / "actor-killed"
-    udf = type("DiesOnce", (_DiesOnceEmbedder,), {"marker": str(marker)})
-    monkeypatch.setattr(ray_embed, "ShardEmbedder", udf)
+    monkeypatch.setattr(embed_run, "embed_shard", _DiesOnceInTask(embed_run.embed_shard, marker))
     b = embed_corpus(EmbedConfig(out=str(tmp_path / "ray"), backend="ray", ray_address=cluster, ray_actors=2, **kw))
     assert marker.exists()  # an actor process really died
     for f in _EMBED_FILES:
@@ -303,3 +298,23 @@ def test_an_unfinished_local_run_is_not_resumed_by_the_ray_backend(cluster, tmp_
         embed_corpus(EmbedConfig(out=str(tmp_path / "s"), backend="ray", ray_address=cluster, **kw))
     assert embed_corpus(EmbedConfig(out=str(tmp_path / "s"), backend="ray", ray_address=cluster, force=True,
                                     **kw)).n == 600
+
+
+def test_with_limit_both_executors_cut_the_stream_so_ray_resumes_a_local_run(cluster, tmp_path):
+    from subsetlm.embed import EmbedConfig, embed_corpus
+
+    kw = dict(_embed_kw(tmp_path), limit=500)  # --limit counts across files: the serial cut on both executors
+    a = embed_corpus(EmbedConfig(out=str(tmp_path / "local"), **kw))
+
+    def stop(k: int) -> None:
+        if k == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_corpus(EmbedConfig(out=str(tmp_path / "s"), **kw), _after_shard=stop)
+    resumed: list[int] = []
+    b = embed_corpus(EmbedConfig(out=str(tmp_path / "s"), backend="ray", ray_address=cluster, ray_actors=2, **kw),
+                     _after_shard=resumed.append)
+    assert sorted(resumed) == [2, 3] and b.stats["resumed_samples"] == 256  # shards 0-1 of the local run kept
+    for f in _EMBED_FILES:
+        assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
