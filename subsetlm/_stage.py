@@ -178,12 +178,12 @@ class Output:
                 logger.warning("%s %s is stale (%s); rebuilding", self.what, self.path, diff(have, self.identity))
                 return False
             if have is not None:
-                raise FileExistsError(f"{self.path} holds a {self.what} with a different config "
+                raise FileExistsError(f"{self.path} holds {_a(self.what)} with a different config "
                                       f"({diff(have, self.identity)}); pass {self.flag} to replace it or choose "
                                       f"another --out")
         if self.kind == "inplace":  # an unfinished in-place output: the stage decides (resume or refuse)
             return False
-        raise FileExistsError(f"{self.path} exists but is not a complete {self.what} written by this stage; "
+        raise FileExistsError(f"{self.path} exists but is not {_a('complete ' + self.what)} written by this stage; "
                               f"remove it, choose another --out, or pass {self.flag} to replace it")
 
     def check_resumable(self, where: Path, force: bool) -> bool:
@@ -201,7 +201,7 @@ class Output:
         if have == self.identity:
             return True
         if not force:
-            raise FileExistsError(f"{where} holds an unfinished {self.what} with a different config "
+            raise FileExistsError(f"{where} holds {_a('unfinished ' + self.what)} with a different config "
                                   f"({diff(have, self.identity)}); resume it with the same options, or pass "
                                   f"{self.flag} to discard it and start over")
         return False
@@ -249,6 +249,11 @@ class Output:
         if self.kind != "file":
             raise TypeError("write_json is for kind='file' outputs")
         write_json_atomic(self.path, {**data, "config": self.identity})
+
+
+def _a(what: str) -> str:
+    """``what`` with its indefinite article ("a subset", "an embedding store")."""
+    return ("an " if what[:1].lower() in "aeiou" else "a ") + what
 
 
 def _remove(p: Path) -> None:
