@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="embed only the first N documents")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing store")
     p.add_argument("--backend", choices=["local", "ray"], help="ray: each corpus file chunked in a Ray task, the "
-                   "shards embedded by a Ray Data actor pool (pip install 'subsetlm[ray]')")
+                   "shards embedded by a pool of Ray actors (pip install 'subsetlm[ray]')")
     p.add_argument("--ray-address", dest="ray_address", help="ray: auto | HOST:PORT")
     p.add_argument("--ray-actors", dest="ray_actors", type=int, help="ray: embedding actors (default: one per GPU "
                    "with --device cuda, else one per CPU of the cluster)")
