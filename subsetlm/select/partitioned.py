@@ -124,7 +124,12 @@ def _solve(task: dict) -> dict:
     else:
         sel._fit(_load_rows(task["source"], rows), con, worker=True)
     m, local = len(rows), sel.indices_
-    rand = np.random.default_rng(sel.seed).choice(m, len(local), replace=False)
+    if con.kind == "count":
+        rand = np.random.default_rng(sel.seed).choice(m, len(local), replace=False)
+    else:  # a random subset under the partition's own token share
+        from subsetlm.select.selector import random_feasible
+
+        rand = random_feasible(m, len(local), sel.seed, con)
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)

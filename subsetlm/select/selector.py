@@ -235,7 +235,7 @@ class Selector:
         self.info_ = info
         self.objective_fn_ = fn
         if ours and not worker:  # a partition's worker computes its own random baseline
-            self.certificate_ = certificate(fn, self.indices_, self.objective_, upper, self.seed)
+            self.certificate_ = certificate(fn, self.indices_, self.objective_, upper, self.seed, constraint=con)
         else:
             self.certificate_ = {"objective": self.objective_, "upper_bound": upper,
                                  "ratio": None if upper is None else self.objective_ / upper if upper > 0 else 1.0,
@@ -298,18 +298,31 @@ def bound_at(fn: Any, prefix: np.ndarray, con: Constraint) -> float:
     return float(fn.value + con.relaxed_max(np.maximum(fn.gains(rest), 0), rest))
 
 
-def certificate(fn: Any, indices: np.ndarray, objective: float, upper_bound: float, seed: int) -> dict[str, float]:
+def random_feasible(n: int, size: int, seed: int, constraint: Constraint | None = None) -> np.ndarray:
+    """A seeded random subset that satisfies ``constraint``: a random order, taking what fits.
+
+    For a count (or no constraint) it is :func:`~subsetlm.select.baselines.random_subset`
+    of ``size``; for a token budget or quotas, the feasible subset drawn along a random
+    permutation (random samples of any length, as many as fit).
+    """
+    from subsetlm.select.baselines import random_subset
+
+    if constraint is None or constraint.kind == "count":
+        return random_subset(n, size, seed)
+    return constraint.draw(np.random.default_rng(seed).permutation(n))
+
+
+def certificate(fn: Any, indices: np.ndarray, objective: float, upper_bound: float, seed: int,
+                constraint: Constraint | None = None) -> dict[str, float]:
     """The certificate stored in every subset manifest.
 
     ``upper_bound`` is the greedy run's a-posteriori bound on the optimum
     (OPT <= f(S_t) + the b largest marginal gains w.r.t. S_t, or the constraint's
     relaxation of them), so ``ratio = objective / upper_bound`` is a proven lower bound on
     how close the subset is to optimal. ``random_objective`` is f of a seeded random
-    subset of the same size.
+    subset under the same constraint (:func:`random_feasible`).
     """
-    from subsetlm.select.baselines import random_subset
-
-    rand = random_subset(fn.n, len(indices), seed)
+    rand = random_feasible(fn.n, len(indices), seed, constraint)
     random_objective = float(fn.evaluate(rand))
     upper = max(float(upper_bound), float(objective))
     return {

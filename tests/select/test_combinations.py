@@ -184,3 +184,24 @@ def test_graph_must_fit_the_embeddings(data):
     g = knn_graph(X, k=5)
     with pytest.raises(ValueError, match="graph has 45 rows but X has 20"):
         select_array(X[:20], 5, graph=g)
+
+
+def test_the_random_baseline_obeys_the_same_constraint(data):
+    """The certificate's random subset is drawn under the budget (a token cap is not a count)."""
+    from subsetlm.select.baselines import random_subset
+    from subsetlm.select.constraints import Count, Knapsack, Quotas
+    from subsetlm.select.selector import random_feasible
+
+    X, tokens, sources, _ = data
+    assert random_feasible(N, 7, 3, Count(7)).tolist() == random_subset(N, 7, 3).tolist()
+    cap = Knapsack(tokens, 150.0)
+    r = random_feasible(N, 0, 3, cap)
+    assert cap.satisfied(r) and len(r) >= 3  # 150 tokens hold at least 3 samples of < 40 tokens
+    q = Quotas((sources == "b").astype(int), np.array([3, 7]))
+    assert q.satisfied(random_feasible(N, 0, 3, q))
+    sel = select_array(X, "tokens:150", n_tokens=tokens, k=6)
+    rand = random_feasible(N, len(sel.indices), 0, cap)
+    from subsetlm.select.facility_location import SparseFacilityLocation
+    from subsetlm.index import knn_graph
+
+    assert sel.certificate["random_objective"] == pytest.approx(SparseFacilityLocation(knn_graph(X, k=6)).evaluate(rand))
