@@ -111,7 +111,7 @@ def build_task_and_corpus(root: Path, cfg: dict) -> tuple[Path, Path, dict]:
 def build_subsets(root: Path, store_path: Path, task: Path, seed: int) -> dict:
     from subsetlm.embed import EmbeddingStore
     from subsetlm.select.baselines import random_subset
-    from subsetlm.select.retrieval import RetrieveConfig, retrieve
+    from subsetlm.retrieve import RetrieveConfig, retrieve
     from subsetlm.subsets import read_subset, write_subset
 
     out, secs = {}, {}

@@ -1,5 +1,8 @@
 """Downstream evaluation: fine-tuning, prompting and distillation on text-classification tasks.
 
+The ``eval`` stage is :mod:`subsetlm.evaluate.run` (TLM's stage 2 is one, composed with
+training in :mod:`subsetlm.train`).
+
 Example
 -------
 >>> from subsetlm.evaluate import EvalConfig, evaluate_model          # doctest: +SKIP
@@ -12,7 +15,8 @@ from typing import Any
 
 _LAZY = {
     "EvalConfig": "subsetlm.evaluate.run", "evaluate_model": "subsetlm.evaluate.run", "METHODS": "subsetlm.evaluate.run",
-    "Task": "subsetlm.evaluate.task", "load_task": "subsetlm.evaluate.task", "few_shot": "subsetlm.evaluate.task",
+    "run_eval": "subsetlm.evaluate.run",
+    "Task": "subsetlm.task", "load_task": "subsetlm.task", "few_shot": "subsetlm.evaluate.task",
     "majority_baseline": "subsetlm.evaluate.task",
     "Classifier": "subsetlm.evaluate.models", "PromptScorer": "subsetlm.evaluate.models",
     "half_depth_student": "subsetlm.evaluate.models",

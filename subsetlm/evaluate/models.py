@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from subsetlm.embed.hf import pool_hidden
-from subsetlm.recipes.base import model_dir
+from subsetlm.runs import model_dir
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _is_causal(config: Any) -> bool:

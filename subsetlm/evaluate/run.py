@@ -20,26 +20,34 @@ distill   a teacher (``--teacher finetune|prompt``: the model itself adapted tha
           labels, over the labelled set plus unlabelled task text (the rest of the train split,
           up to ``max_unlabelled``).
 
+RESULTS.json is the stage's output (``kind="file"``): its ``config`` is the identity, so
+the same config again is skipped and another one refused unless ``force``.
+
 Example
 -------
 >>> evaluate_model(EvalConfig(model="runs/bert", task="pubmed-task", method="finetune",
 ...                           train_sizes=["32", "all"], out="results.json"))   # doctest: +SKIP
+>>> EvalConfig(model="runs/bert", task="t.jsonl", verbalizer=["cardio=heart", "onco=tumor"]).verbalizer
+{'cardio': 'heart', 'onco': 'tumor'}
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from subsetlm._device import resolve_device
+from subsetlm._stage import Output, Stage, check_out, identity
 from subsetlm.evaluate.methods import FitConfig, fit, metrics, predict_logits
-from subsetlm.evaluate.task import Task, few_shot, load_task, majority_baseline
+from subsetlm.evaluate.task import few_shot, majority_baseline
+from subsetlm.task import Task, load_task
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 METHODS = ("finetune", "prompt", "distill")
 
@@ -49,8 +57,11 @@ class EvalConfig:
     """Configuration of ``subsetlm eval`` (one field per flag).
 
     train_sizes : list of sizes, ``"all"`` for the whole train split.
-    verbalizer : ``{label: word}`` for prompting (default: each label's first word).
+    verbalizer : ``{label: word}`` for prompting (default: each label's first word), or a
+        list of ``"LABEL=WORD"`` strings (``--verbalizer``), turned into that dict.
     """
+
+    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "device", "out")  # where/how: not in RESULTS.json's config
 
     model: str = ""
     task: str = ""
@@ -61,7 +72,7 @@ class EvalConfig:
     seeds: int = 3
     pooling: str = "auto"
     template: str | None = None
-    verbalizer: dict[str, str] | None = None
+    verbalizer: dict[str, str] | list[str] | None = None
     lr: float = 3e-4
     batch_size: int = 16
     epochs: int = 10
@@ -77,6 +88,13 @@ class EvalConfig:
     device: str = "auto"
     force: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.verbalizer, (list, tuple)):
+            bad = [v for v in self.verbalizer if not isinstance(v, str) or "=" not in v]
+            if bad:
+                raise ValueError(f"--verbalizer {bad[0]!r}: expected LABEL=WORD")
+            self.verbalizer = dict(v.split("=", 1) for v in self.verbalizer)
+
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of: {', '.join(METHODS)}")
@@ -89,12 +107,6 @@ class EvalConfig:
         for s in self.train_sizes:
             if s != "all" and (not str(s).isdigit() or int(s) < 1):
                 raise ValueError(f"train size {s!r}; expected a positive integer or 'all'")
-
-
-def _device(spec: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else spec
 
 
 def _adapt(kind: str, run: str, task: Task, train, cfg: EvalConfig, fc: FitConfig, seed: int):
@@ -159,7 +171,7 @@ def _one(cfg: EvalConfig, task: Task, size: int | None, seed: int, fc: FitConfig
             "seconds": round(time.perf_counter() - t0, 2), **extra}
 
 
-def _summary(rows: list[dict]) -> dict:
+def _stats(rows: list[dict]) -> dict:
     out = {}
     for key in ("accuracy", "macro_f1"):
         v = np.array([r[key] for r in rows], dtype=np.float64)
@@ -169,21 +181,22 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
-    """Run ``subsetlm eval``; writes ``cfg.out`` (JSON, atomically) and returns the results."""
+    """Run ``subsetlm eval``; writes ``cfg.out`` (JSON, atomically; none when empty) and returns the results.
+
+    A ``cfg.out`` that holds the results of this config is read back instead (skip); one of
+    another config raises ``FileExistsError`` unless ``cfg.force``.
+    """
     from subsetlm import _io
 
     cfg.validate()
-    out = Path(cfg.out) if cfg.out else None
-    if out is not None and out.exists() and not cfg.force:
-        prev = _io.read_json(out)
-        if prev.get("config") == _portable(cfg):
-            log.info("%s exists with this config; skipping (pass --force to redo)", out)
-            return prev
-        raise FileExistsError(f"{out} exists with a different config; pass --force to replace it")
+    config = identity(cfg)
+    out = Output(Path(cfg.out), config, what="evaluation", kind="file") if cfg.out else None
+    if out is not None and out.up_to_date(cfg.force):
+        return _io.read_json(out.path)
     task = load_task(cfg.task, text_field=cfg.text_field, label_field=cfg.label_field)
     fc = FitConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, min_steps=cfg.min_steps,
-                   max_steps=cfg.max_steps, device=_device(cfg.device), temperature=cfg.temperature, alpha=cfg.alpha,
-                   balanced=cfg.balanced)
+                   max_steps=cfg.max_steps, device=resolve_device(cfg.device), temperature=cfg.temperature,
+                   alpha=cfg.alpha, balanced=cfg.balanced)
     jobs = [(s, seed) for s in cfg.train_sizes for seed in range(cfg.seeds)]
     bar = None
     if progress:
@@ -195,8 +208,8 @@ def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
         size = None if s == "all" else int(s)
         r = _one(cfg, task, size, seed, fc)
         runs.setdefault(str(s), []).append(r)
-        log.info("%s train=%s seed=%d: accuracy %.4f, macro-F1 %.4f (%.1fs)", cfg.method, s, seed, r["accuracy"],
-                 r["macro_f1"], r["seconds"])
+        logger.info("%s train=%s seed=%d: accuracy %.4f, macro-F1 %.4f (%.1fs)", cfg.method, s, seed, r["accuracy"],
+                    r["macro_f1"], r["seconds"])
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -204,15 +217,32 @@ def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
     results = {"method": cfg.method, "model": cfg.model, "task": task.name, "labels": task.labels,
                "splits": {"train": len(task.train), "validation": len(task.validation), "test": len(task.test)},
                "majority_baseline": majority_baseline(task),
-               "results": {s: {**_summary(rs), "runs": rs} for s, rs in runs.items()},
-               "config": _portable(cfg)}
+               "results": {s: {**_stats(rs), "runs": rs} for s, rs in runs.items()},
+               "config": config}
     if out is not None:
-        _io.write_json_atomic(out, results)
+        out.write_json(results)
     return results
 
 
-def _portable(cfg: EvalConfig) -> dict:
-    import json
+def run_eval(cfg: EvalConfig, progress: bool = False) -> Path:
+    """The eval stage as the CLI runs it: :func:`evaluate_model` into ``cfg.out`` (required); returns that file."""
+    path = check_out(cfg.out)
+    evaluate_model(cfg, progress=progress)
+    return path
 
-    d = {k: v for k, v in asdict(cfg).items() if k not in ("force", "device", "out")}
-    return json.loads(json.dumps(d, sort_keys=True))
+
+def summary(path: str | Path) -> str:
+    """What ``subsetlm eval`` prints for the RESULTS.json at ``path``: one line per train size, then the baseline."""
+    from subsetlm import _io
+
+    res = _io.read_json(path)
+    base = res["majority_baseline"]
+    lines = [f"{res['method']} train={size}: accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f}, "
+             f"macro-F1 {r['macro_f1']['mean']:.4f} ± {r['macro_f1']['std']:.4f} over {len(r['runs'])} seeds"
+             for size, r in res["results"].items()]
+    lines.append(f"majority baseline ({base['label']}): accuracy {base['accuracy']:.4f}, macro-F1 "
+                 f"{base['macro_f1']:.4f}; wrote {path}")
+    return "\n".join(lines)
+
+
+STAGE = Stage("eval", EvalConfig, run_eval, summary)

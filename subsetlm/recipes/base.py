@@ -38,8 +38,9 @@ from subsetlm.recipes import objectives as obj
 from subsetlm.recipes.presets import Preset, get_preset
 from subsetlm.recipes.tokenizer import load_tokenizer, special_ids, train_byte_bpe, train_wordpiece
 from subsetlm.registry import get, names, register
+from subsetlm.runs import model_dir
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RECIPES = ("bert", "biobert", "gpt2", "slm", "rts", "crts", "tlm")
 
@@ -296,16 +297,6 @@ def build_recipe(name: str, texts: Sequence[str], *, preset: str | Preset = "tin
                                n_clusters=n_clusters, beta=beta, mask_prob=mask_prob, **extra)
 
 
-def model_dir(init_from: str | Path) -> Path:
-    """``RUN/model`` of a training run, or a ``save_pretrained`` folder itself."""
-    p = Path(init_from)
-    for cand in (p / "model", p):
-        if (cand / "config.json").is_file():
-            return cand
-    raise ValueError(f"{init_from}: no config.json in {p} or {p / 'model'}; pass a finished run directory "
-                     f"(subsetlm train --out RUN) or a save_pretrained folder")
-
-
 def _encoder(cls: type, head: str, texts, *, preset, seq_len, tokenizer, init_from, seed, mask_prob, **extra):
     import transformers
 
@@ -315,7 +306,7 @@ def _encoder(cls: type, head: str, texts, *, preset, seq_len, tokenizer, init_fr
         d = model_dir(init_from)
         tok = load_tokenizer(d)
         model = model_cls.from_pretrained(str(d), local_files_only=True, **({"num_labels": 2} if "Token" in head else {}))
-        log.info("continuing from %s (%s)", d, type(model).__name__)
+        logger.info("continuing from %s (%s)", d, type(model).__name__)
         seq_len = min(seq_len, int(model.config.max_position_embeddings))
     else:
         tok = _tokenizer("bert", texts, preset, seq_len, tokenizer)

@@ -1,42 +1,49 @@
 """``subsetlm train``: corpus (+ subset) -> tokenizer -> model -> run directory.
 
-Run directory ``RUN/``::
-
-    config.json        the run config (what was asked; compared on --resume / re-runs)
-    tokenizer/         the trained tokenizer (+ token_clusters.npy for crts)
-    checkpoints/       step-NNNNNNN/state.pt (the newest ``keep_checkpoints``)
-    metrics.jsonl      loss, lr, tokens/s per log step; val_loss / val_ppl per evaluation
-    reselection/       rounds.jsonl and round-NNN/ subset files (INGENIOUS runs)
-    model/             final model + tokenizer (``AutoModel*.from_pretrained``)
-    results.json       final held-out metrics, steps, tokens, parameters, wall time
-    _SUCCESS           written last
+The run directory (:mod:`subsetlm.runs` describes its files) is the stage's output, written
+in place (``kind="inplace"``: checkpoints survive a crash): ``config.json`` holds the
+run's identity (the config minus where/how fields, and minus the tlm options for other
+recipes), ``_SUCCESS`` is written last. A finished run of the same config is skipped, one
+of another config refused unless ``force``; an unfinished one continues with ``resume``.
 
 The tokenizer is trained on the training split of the corpus (every row outside the
 fixed validation split, not only the subset), so full-data, random-subset and selected-
 subset runs of one corpus share a vocabulary.
 
+The ``tlm`` recipe's stage 2 (fine-tuning on the task with a fresh head, ``subsetlm eval
+--method finetune``) is evaluation, a later stage: :func:`train_run` takes it as its
+``finish`` step, and :mod:`subsetlm.train` composes the two into the ``train``
+stage that the CLI runs.
+
 Example
 -------
 >>> train_run(TrainRunConfig(recipe="bert", corpus=["store/"], subset="subset/", out="runs/bert"))  # doctest: +SKIP
 PosixPath('runs/bert')
+>>> sorted(set(run_identity(TrainRunConfig(recipe="tlm", task="t.jsonl", out="r"))) - set(run_identity(
+...     TrainRunConfig(recipe="bert", out="r"))))
+['rho1', 'rho2', 'stage2_lr', 'stage2_seeds', 'stage2_steps', 'task']
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import shutil
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, ClassVar
 
-
+from subsetlm import _io, runs
+from subsetlm._stage import IDENTITY_FILE, Output, diff, identity
 from subsetlm.recipes.base import RECIPES
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-VOLATILE = ("resume", "force", "device", "progress")
 TLM_FIELDS = ("task", "rho1", "rho2", "stage2_seeds", "stage2_steps", "stage2_lr")  # tlm only
+
+# finish(cfg, run, progress) -> extra keys of results.json, run on rank 0 before _SUCCESS (TLM stage 2)
+Finish = Callable[["TrainRunConfig", Path, bool], dict]
 
 
 @dataclass
@@ -54,6 +61,8 @@ class TrainRunConfig:
     stage2_* : ``tlm`` only: stage 2 (fine-tuning on the task alone with a fresh head, as
         ``subsetlm eval --method finetune``) at the end of the run; ``stage2_seeds=0`` skips it.
     """
+
+    VOLATILE: ClassVar[tuple[str, ...]] = ("resume", "force", "device")  # how, not what: not in config.json
 
     recipe: str = "bert"
     out: str = ""
@@ -120,49 +129,70 @@ class TrainRunConfig:
                              "re-selection warms up on all data and selects its own subsets")
 
 
-def _portable(cfg: TrainRunConfig) -> dict:
-    skip = VOLATILE + (TLM_FIELDS if cfg.recipe != "tlm" else ())  # what does not change a run is not its identity
-    d = {k: v for k, v in asdict(cfg).items() if k not in skip}
-    return json.loads(json.dumps(d, sort_keys=True, default=str))
+def run_identity(cfg: TrainRunConfig) -> dict[str, Any]:
+    """What ``RUN/config.json`` holds: the config minus ``VOLATILE``, and minus :data:`TLM_FIELDS` unless tlm.
+
+    Runs of other recipes finished before the tlm options existed stay comparable.
+    """
+    return identity(cfg, drop=() if cfg.recipe == "tlm" else TLM_FIELDS)
 
 
-def _prepare_dir(cfg: TrainRunConfig) -> Path | None:
-    """Create/validate RUN; returns RUN, or None when it is complete with the same config (skip)."""
-    from subsetlm import _io
-
-    run = Path(cfg.out)
-    want = _portable(cfg)
-    if run.exists() and cfg.force:
-        shutil.rmtree(run)
-    if run.exists():
-        have = _io.read_json(run / "config.json") if (run / "config.json").is_file() else None
-        if _io.is_complete(run):
-            if have == want:
-                log.info("run %s is complete with this config; skipping (pass --force to retrain)", run)
-                return None
-            raise FileExistsError(f"{run} holds a finished run with a different config; pass --force to replace it "
-                                  f"or choose another --out")
-        if have is not None and have != want:
-            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            raise ValueError(f"{run} holds an unfinished run with a different config (fields {', '.join(diff)}); "
-                             f"resume with the same options or pass --force")
-        if have is not None and not cfg.resume and any((run / "checkpoints").glob("step-*")):
-            raise FileExistsError(f"{run} holds an unfinished run; pass --resume to continue it or --force "
-                                  f"to start over")
-    run.mkdir(parents=True, exist_ok=True)
-    _io.write_json_atomic(run / "config.json", want)
-    return run
+def _recorded(run: Path) -> Any:
+    """The identity a run recorded: its ``config.json`` (None without one)."""
+    f = Path(run) / runs.CONFIG
+    return _io.read_json(f) if f.is_file() else None
 
 
-def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
-    """Run ``subsetlm train`` end to end; returns the run directory."""
-    from subsetlm import _io
-    from subsetlm.recipes.base import build_recipe
-    from subsetlm.recipes.data import load_corpus
-    from subsetlm.recipes.loop import TrainConfig, _dist, train
+def run_output(cfg: TrainRunConfig) -> Output:
+    """The run directory as a stage output (written in place; ``config.json`` records its identity)."""
+    return Output(Path(cfg.out), run_identity(cfg), what="run", read_identity=_recorded, kind="inplace")
+
+
+def _finished(cfg: TrainRunConfig, out: Output) -> bool:
+    """True: RUN is finished with this config (skip). Refuses what may not be continued or replaced."""
+    if out.up_to_date(cfg.force):  # raises for a finished run of another config (unless force)
+        return True
+    run = out.path
+    if not run.exists() or cfg.force:
+        return False
+    if not run.is_dir():
+        raise FileExistsError(f"{run} is a file, not a run directory; choose another --out or pass --force")
+    have = out.recorded()
+    if have is None:
+        if any(run.iterdir()):
+            raise FileExistsError(f"{run} exists but is not a run directory written by `subsetlm train` (no "
+                                  f"{runs.CONFIG}); remove it, choose another --out, or pass --force to replace it")
+    elif have != out.identity:
+        raise ValueError(f"{run} holds an unfinished run with a different config ({diff(have, out.identity)}); "
+                         f"resume with the same options or pass --force")
+    elif not cfg.resume and any((run / "checkpoints").glob("step-*")):
+        raise FileExistsError(f"{run} holds an unfinished run; pass --resume to continue it or --force "
+                              f"to start over")
+    elif not (run / IDENTITY_FILE).is_file():  # an unfinished run from before runs kept stage.json: continue it
+        _io.write_json_atomic(run / IDENTITY_FILE, have)
+    return False
+
+
+def train_run(cfg: TrainRunConfig, progress: bool = False, *, finish: Finish | None = None) -> Path:
+    """Train the run ``cfg`` describes (or skip it when finished with this config); returns the run directory.
+
+    ``finish(cfg, run, progress) -> dict`` runs on rank 0 after training, before
+    ``results.json`` and ``_SUCCESS``; its keys are added to ``results.json``. The tlm
+    recipe's stage 2 is such a step: it fine-tunes on the task (:mod:`subsetlm.evaluate`,
+    a later stage), so a tlm run with ``stage2_seeds > 0`` goes through
+    :func:`subsetlm.train.train_with_stage2`, which passes it.
+
+    Raises ``FileExistsError`` / ``ValueError`` when ``cfg.out`` holds another run (see
+    :func:`run_output`), ``ValueError`` for a config that cannot run.
+    """
+    from subsetlm.recipes.loop import _dist
     from subsetlm.recipes.presets import get_preset
 
     cfg.validate()
+    if cfg.recipe == "tlm" and cfg.stage2_seeds > 0 and finish is None:
+        raise ValueError("the tlm recipe's stage 2 (fine-tuning on the task) is evaluation: run the train stage "
+                         "subsetlm.train.train_with_stage2 (what `subsetlm train` runs), or pass "
+                         "stage2_seeds=0 to train stage 1 only")
     preset = get_preset(cfg.preset)
     corpus = list(cfg.corpus or [])
     sub = None
@@ -176,15 +206,40 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
     if not corpus:
         raise ValueError("no training corpus: pass --corpus STORE_DIR (or corpus files / a source name such as pubmed)")
     rank, world = _dist()
-    run = _prepare_dir(cfg) if rank == 0 else Path(cfg.out)
-    if world > 1:  # torchrun: rank 0 prepared the directory; everyone follows its decision
-        import torch.distributed as td
+    out = run_output(cfg)
+    with contextlib.ExitStack() as stack:
+        skip = False
+        if rank == 0:
+            skip = _finished(cfg, out)
+            if not skip:  # rank 0 alone prepares RUN: kept (resume) or emptied, identity first
+                run = stack.enter_context(out.writing(force=cfg.force, resume=not cfg.force))
+                _io.write_json_atomic(run / runs.CONFIG, out.identity)
+        if world > 1:  # torchrun: everyone follows rank 0's decision
+            import torch.distributed as td
 
-        flag = [run is None]
-        td.broadcast_object_list(flag, src=0)
-        run = None if flag[0] else Path(cfg.out)
-    if run is None:
-        return Path(cfg.out)
+            flag = [skip]
+            td.broadcast_object_list(flag, src=0)
+            skip = flag[0]
+        if skip:
+            return out.path
+        results = _train(cfg, out.path, corpus, sub, preset, rank, world, progress and rank == 0)
+        if rank == 0:
+            if finish is not None:
+                results.update(finish(cfg, out.path, progress))
+            _io.write_json_atomic(out.path / runs.RESULTS, results)
+    # (rank 0: leaving ``writing`` wrote _SUCCESS)
+    logger.info("trained %s (%s, %.2fM parameters) for %d steps -> %s", cfg.recipe, cfg.preset,
+                results["parameters"] / 1e6, results["steps"], out.path)
+    return out.path
+
+
+def _train(cfg: TrainRunConfig, run: Path, corpus: list[str], sub: Any, preset: Any, rank: int, world: int,
+           progress: bool) -> dict:
+    """Load the data, build the recipe, train; returns the ``results.json`` dict (without ``finish``'s keys)."""
+    from subsetlm.recipes.base import build_recipe
+    from subsetlm.recipes.data import load_corpus
+    from subsetlm.recipes.loop import TrainConfig, train
+
     t0 = time.perf_counter()
     data = load_corpus(corpus, text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit,
                        val_fraction=cfg.val_fraction, max_val=cfg.max_val, seed=cfg.seed)
@@ -211,11 +266,11 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
                     f"files with the same --text-field/--id-field as the subset was made with (text_field="
                     f"{made.get('text_field')!r}, id_field={made.get('id_field')!r})") from None
         rows, weights = data.subset_rows(sub.indices, sub.weights)
-    tok_dir = run / "tokenizer"
+    tok_dir = run / runs.TOKENIZER
     tokenizer = str(tok_dir) if (tok_dir / "tokenizer_config.json").is_file() else cfg.tokenizer
     extra, fit_rows = {}, data.train_rows
     if cfg.recipe == "tlm":
-        from subsetlm.evaluate.task import load_task
+        from subsetlm.task import load_task
 
         task = load_task(cfg.task)
         extra = {"task": (task.train.texts, task.train.labels, task.labels), "rho1": cfg.rho1, "rho2": cfg.rho2}
@@ -249,30 +304,20 @@ def train_run(cfg: TrainRunConfig, progress: bool = False) -> Path:
             mode=cfg.reselect_mode, seed=cfg.seed)))
     res = train(recipe, data, tcfg, callbacks, rows=rows, weights=weights, resume=cfg.resume, progress=progress)
     n_params = int(sum(p.numel() for p in recipe.model.parameters()))
-    results = {"recipe": cfg.recipe, "preset": cfg.preset, "steps": res.state.step, "tokens": res.state.tokens_seen,
+    return {"recipe": cfg.recipe, "preset": cfg.preset, "steps": res.state.step, "tokens": res.state.tokens_seen,
                "samples": res.state.samples_seen, "parameters": n_params,
                "train_rows": int(len(data.train_rows) if rows is None else len(rows)),
                "val_rows": int(len(data.val_rows)), "final_eval": res.final_eval,
                "flops_estimate": 6.0 * res.state.tokens_seen * n_params,
                "wall_s": round(time.perf_counter() - t0, 2), "subset": cfg.subset}
-    if cfg.recipe == "tlm" and cfg.stage2_seeds > 0 and rank == 0:
-        results["stage2"] = _stage2(cfg, run, progress)
-    if rank == 0:
-        _io.write_json_atomic(run / "results.json", results)
-        (run / _io.SUCCESS).write_text("")
-    log.info("trained %s (%s, %.2fM parameters) for %d steps -> %s", cfg.recipe, cfg.preset, n_params / 1e6,
-             res.state.step, run)
-    return run
 
 
-def _stage2(cfg: TrainRunConfig, run: Path, progress: bool) -> dict:
-    """TLM stage 2: fine-tune the stage-1 encoder on the task alone with a fresh head (``RUN/stage2.json``)."""
-    from subsetlm.evaluate.run import EvalConfig, evaluate_model
-
-    ev = evaluate_model(EvalConfig(model=str(run), task=str(cfg.task), method="finetune", out=str(run / "stage2.json"),
-                                   seeds=cfg.stage2_seeds, max_steps=cfg.stage2_steps, lr=cfg.stage2_lr,
-                                   device=cfg.device), progress=progress)
-    r = ev["results"]["all"]
-    log.info("TLM stage 2 (fine-tuning, %d seed(s)): test macro-F1 %.4f ± %.4f, accuracy %.4f", cfg.stage2_seeds,
-             r["macro_f1"]["mean"], r["macro_f1"]["std"], r["accuracy"]["mean"])
-    return {"macro_f1": r["macro_f1"], "accuracy": r["accuracy"], "file": "stage2.json"}
+def summary(run: str | Path) -> str:
+    """The line ``subsetlm train`` prints for the finished run ``run`` ("" on torchrun ranks other than 0)."""
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return ""
+    run = Path(run)
+    res = _io.read_json(run / runs.RESULTS)
+    ev = ", ".join(f"{k}={v:.4g}" for k, v in res["final_eval"].items() if k != "val_targets")
+    return (f"trained {res['recipe']} ({res['parameters'] / 1e6:.2f}M parameters) for {res['steps']} steps on "
+            f"{res['train_rows']} rows: {ev}; model in {run / runs.MODEL}")

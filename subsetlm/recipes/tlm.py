@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from subsetlm.recipes.base import MLMRecipe, _bert_config, _tokenizer, model_dir
+from subsetlm.recipes.base import MLMRecipe, _bert_config, _tokenizer
 from subsetlm.recipes.objectives import IGNORE
 from subsetlm.recipes.data import BatchStream
 from subsetlm.registry import register
+from subsetlm.runs import model_dir
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def tlm_loss(mlm: torch.Tensor, task: torch.Tensor | None, rho2: float) -> torch.Tensor:

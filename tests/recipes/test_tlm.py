@@ -176,7 +176,7 @@ def test_interrupted_tlm_run_resumes_to_the_same_weights(tmp_path, data):
 
 def test_tlm_options_are_part_of_a_runs_identity_only_for_tlm(tmp_path):
     """Runs of other recipes finished before the tlm options existed must still compare equal."""
-    from subsetlm.recipes.run import TLM_FIELDS, TrainRunConfig, _portable
+    from subsetlm.recipes.run import TLM_FIELDS, TrainRunConfig, run_identity as _portable
 
     bert = _portable(TrainRunConfig(recipe="bert", out=str(tmp_path)))
     tlm = _portable(TrainRunConfig(recipe="tlm", task="t.jsonl", out=str(tmp_path)))

@@ -1,0 +1,47 @@
+"""The run-directory layout that ``subsetlm train`` writes and ``subsetlm eval`` (and ``--init-from``) read.
+
+::
+
+    RUN/
+      config.json        the run's identity (the train config minus where/how fields)
+      tokenizer/         the trained tokenizer (+ token_clusters.npy for crts)
+      checkpoints/       step-NNNNNNN/state.pt (the newest ``keep_checkpoints``)
+      metrics.jsonl      loss, lr, tokens/s per log step; val_loss / val_ppl per evaluation
+      reselection/       rounds.jsonl and round-NNN/ subset files (INGENIOUS runs)
+      model/             final model + tokenizer (``AutoModel*.from_pretrained``)
+      stage2.json        TLM stage 2 (fine-tuning on the task), ``subsetlm eval``'s RESULTS.json format
+      results.json       final held-out metrics, steps, tokens, parameters, wall time (+ ``stage2``)
+      _SUCCESS           written last
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> run = pathlib.Path(tempfile.mkdtemp())
+>>> (run / MODEL).mkdir()
+>>> _ = (run / MODEL / "config.json").write_text("{}")
+>>> model_dir(run) == run / MODEL
+True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG = "config.json"
+MODEL = "model"
+TOKENIZER = "tokenizer"
+RESULTS = "results.json"
+STAGE2 = "stage2.json"
+
+
+def model_dir(run: str | Path) -> Path:
+    """``RUN/model`` of a training run, or a ``save_pretrained`` folder itself.
+
+    Raises ``ValueError`` when neither holds a ``config.json``.
+    """
+    p = Path(run)
+    for cand in (p / MODEL, p):
+        if (cand / "config.json").is_file():
+            return cand
+    raise ValueError(f"{run}: no config.json in {p} or {p / MODEL}; pass a finished run directory "
+                     f"(subsetlm train --out RUN) or a save_pretrained folder")
