@@ -32,8 +32,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from subsetlm import registry
+from subsetlm._device import resolve_device  # noqa: F401 - re-exported: subsetlm.embed.resolve_device
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 KIND = "embedder"
 
@@ -117,15 +118,6 @@ class Embedder:
 
 
 # ---------------------------------------------------------------------------------------
-def resolve_device(device: str | None = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` when ``torch.cuda.is_available()`` else ``"cpu"``."""
-    if device in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 def length_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> Iterator[np.ndarray]:
     """Index batches over texts sorted by decreasing length.
 

@@ -25,19 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from subsetlm._device import resolve_device
 from subsetlm.select.greedy import GreedyResult, _schedule
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["torch_greedy"]
-
-
-def _resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def torch_greedy(X: Any, budget: int, *, device: str = "auto", dtype: str = "float32", batch: int = 16,
@@ -61,7 +54,7 @@ def torch_greedy(X: Any, budget: int, *, device: str = "auto", dtype: str = "flo
     import torch
 
     t0 = time.perf_counter()
-    dev = _resolve_device(device)
+    dev = torch.device(resolve_device(device))
     tdtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
     if tdtype is None:
         raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
