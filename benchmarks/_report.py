@@ -44,6 +44,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
 
 
+def cpu_flags(*wanted: str) -> list[str]:
+    """Which of ``wanted`` CPU feature flags ``/proc/cpuinfo`` lists (as lscpu shows them), in order.
+
+    >>> set(cpu_flags("avx512_bf16", "amx_bf16")) <= {"avx512_bf16", "amx_bf16"}
+    True
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in wanted if f in have]
+    return []
+
+
 _NOISY = ("faiss", "numba", "sentence_transformers", "urllib3", "filelock", "bm25s")
 
 

@@ -62,8 +62,9 @@ def synthetic_embeddings(path: Path, n: int, d: int = 384, seed: int = 0,
     ``n // 20`` sub-topic centres ``u = normalize(t_k + normalize(h))``, assigned to topics
     with Dirichlet(1) weights (uneven, like real topics); points are assigned to sub-topics
     with Dirichlet(1) weights and drawn as ``normalize(u + s * e)``, ``e ~ N(0, I/d)``, with a
-    per-sub-topic spread ``s ~ U(0.6, 1.0)``. Cosines: same sub-topic about 0.5-0.74, same
-    topic about half of that, different topics about 0.1.
+    per-sub-topic spread ``s ~ U(0.6, 1.0)``. Points of one sub-topic are the most similar,
+    then points of one topic, then the rest (tests/benchmarks checks tight neighbours over a
+    loose background).
 
     Parameters
     ----------

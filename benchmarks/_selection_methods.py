@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from subsetlm.select.partitioned import split_budget
+
 #: partition size INGENIOUS-style per-partition dense runs aim at
 PARTITION_SIZE = 20000
 
@@ -40,11 +42,12 @@ def _cosine_kernel(X: np.ndarray, dtype=np.float32, block: int = 4096) -> np.nda
 def _faiss_knn(X: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """FAISS inner-product kNN (self included) with the index subsetlm's ``auto`` picks.
 
-    Exact ``IndexFlatIP`` up to 50,000 rows, IVF-Flat beyond with the same parameters as
-    ``subsetlm.index.IndexConfig`` defaults (nlist = round(4 sqrt n), nprobe = max(16,
-    nlist // 64), a seeded training sample of max(32 nlist, 65,536) rows), so apricot gets
-    a graph of the same quality at the same cost as subsetlm's default (not the opt-in IVF
-    self-join). Returns sims, ids, description.
+    Exact ``IndexFlatIP`` up to 50,000 rows (as subsetlm's default), IVF-Flat beyond with
+    subsetlm's default nlist (round(4 sqrt n), at most n / 39) but more probes
+    (max(16, nlist // 64), subsetlm: max(12, nlist // 512)) and a larger seeded training
+    sample (max(32 nlist, 65,536) rows, subsetlm: max(16 nlist, 65,536)), so apricot's graph
+    is at least as good as subsetlm's default one (not the opt-in IVF self-join). Returns
+    sims, ids, description.
     """
     import faiss
 
@@ -62,24 +65,6 @@ def _faiss_knn(X: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     index.add(X)
     sims, ids = index.search(X, k)
     return sims, ids, desc
-
-
-def split_budget(sizes: np.ndarray, budget: int) -> np.ndarray:
-    """Per-partition budgets proportional to size, summing exactly to ``budget``.
-
-    INGENIOUS uses ``ceil(|p| / n * budget)`` (a few extra points); largest remainders keep
-    the total equal to the other methods' budget.
-
-    >>> split_budget(np.array([3, 3, 4]), 5).tolist()
-    [2, 1, 2]
-    """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    raw = sizes / sizes.sum() * budget
-    out = np.floor(raw).astype(np.int64)
-    rest = budget - int(out.sum())
-    order = np.lexsort((np.arange(len(raw)), -(raw - out)))
-    out[order[:rest]] += 1
-    return np.minimum(out, np.maximum(sizes - 1, 0))
 
 
 # ---------------------------------------------------------------- subsetlm
@@ -137,11 +122,15 @@ def submodlib_run(X, budget, k, seed):
     t0 = time.perf_counter()
     labels = np.random.default_rng(seed).integers(0, n_parts, size=n)
     members = [np.flatnonzero(labels == p) for p in range(n_parts)]
+    # per-partition budgets proportional to size, summing exactly to the budget (INGENIOUS uses
+    # ceil(|p| / n * budget), a few extra points; the same total keeps the methods comparable)
     budgets = split_budget(np.array([len(m) for m in members]), budget)
     phases["partition_s"] = time.perf_counter() - t0
     out = []
     for p, (m, b) in enumerate(zip(members, budgets)):
-        if b > 0:
+        if b >= len(m):  # the whole partition: nothing to choose
+            out.append(m)
+        elif b > 0:
             Xp = np.ascontiguousarray(X[m], dtype=np.float32)
             out.append(m[_submodlib_dense_one(Xp, int(b), phases)])
         # read by the parent when the run hits the time cap

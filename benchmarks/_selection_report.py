@@ -7,6 +7,8 @@ docs/figures/selection_scaling.png (time and peak memory vs n, log-log).
 
 from __future__ import annotations
 
+import os
+import re
 import statistics
 from pathlib import Path
 
@@ -20,6 +22,12 @@ ORDER = ("subsetlm-lazy", "subsetlm-stochastic", "subsetlm-join", "submodlib", "
 
 def machine_line() -> str:
     return machine()
+
+
+def cores(results: dict) -> int:
+    """The core count of the machine the results were measured on (from its machine line)."""
+    m = re.search(r"(\d+) cores", results.get("machine", ""))
+    return int(m.group(1)) if m else (os.cpu_count() or 1)
 
 
 def _agg(runs: list[dict]) -> dict:
@@ -84,11 +92,13 @@ def _title(ds: dict) -> str:
     part = ""
     if m.get("kind") == "pubmed" and m.get("from_shards") and m["n"] < m.get("requested", m["n"]):
         part = (f" Only the first {m['n']:,} chunks ({m['from_shards']} finished shards of the embed "
-                f"run) were used: embedding all {m['requested']:,} on the shared 2-core machine did not "
+                f"run) were used: embedding all {m['requested']:,} on the shared machine did not "
                 f"finish in time; `python benchmarks/selection.py --sizes {m['requested']}` embeds the "
                 f"rest and re-runs.")
+    caps = (f" Peers capped at {ds['max_seconds']:.0f} s (`--max-seconds`) and {ds['max_gb']:g} GB of "
+            f"estimated memory (`--max-gb`)." if ds.get("max_seconds") else "")
     return (f"### n = {ds['n']:,}: {what}\n\n{part.strip()}{' ' if part else ''}Budget {ds['budget_frac']:.0%} = {ds['budget']:,}; "
-            f"kNN k = {ds['k']}; {ds['repeats']} repeat(s); {ev}.")
+            f"kNN k = {ds['k']}; {ds['repeats']} repeat(s); {ev}.{caps}")
 
 
 def _speed_line(ds: dict, info: dict, name: str, a: dict, kind: str) -> str:
@@ -111,6 +121,7 @@ def _speed_line(ds: dict, info: dict, name: str, a: dict, kind: str) -> str:
 def targets(results: dict) -> list[str]:
     """One line per dataset and subsetlm method on the issue's targets (met / NOT met)."""
     out = []
+    nc = cores(results)
     for ds in sorted(results["datasets"].values(), key=lambda d: d["n"]):
         _t, info = table(ds)
         a = info["summary"].get("subsetlm-lazy")
@@ -125,11 +136,11 @@ def targets(results: dict) -> list[str]:
         if ds["n"] >= 1_000_000:
             verdict = ("met" if a["wall"] <= 600 else
                        "met on CPU time; wall time not measured on an idle machine" if a["cpu"] <= 600 else
-                       "unclear" if a["cpu"] / 2 <= 600 else "NOT met")
+                       "unclear" if a["cpu"] / nc <= 600 else "NOT met")
             out.append(
                 f"- n = {ds['n']:,} x {ds['d']} ({kind}): {a['wall']:.0f} s wall (conditions above the table), "
-                f"{a['cpu']:.0f} CPU s, i.e. between {a['cpu'] / 2:.0f} and {a['cpu']:.0f} s on an idle "
-                f"2-core machine (target <= 600 s: {verdict}); peak RSS {a['rss']:.2f} GB "
+                f"{a['cpu']:.0f} CPU s, i.e. between {a['cpu'] / nc:.0f} and {a['cpu']:.0f} s on an idle "
+                f"{nc}-core machine (target <= 600 s: {verdict}); peak RSS {a['rss']:.2f} GB "
                 f"(target <= 4 GB: {'met' if a['rss'] <= 4 else 'NOT met'}); building the kNN graph is "
                 f"{knn:.0%} of its wall time.")
     return out
@@ -137,7 +148,7 @@ def targets(results: dict) -> list[str]:
 
 INTRO = """## Selection: subsetlm vs submodlib vs apricot
 
-`python benchmarks/selection.py` (about an hour on 2 cores; `--quick` for a smoke run). Every
+`python benchmarks/selection.py` (`--quick` for a smoke run). Every
 method runs in its own process on the same float32 embeddings; the parent scores every
 subset with ONE evaluator, the exact dense facility-location objective
 f(S) = sum_i max_{j in S} max(0, x_i . x_j) computed blockwise (reported as f(S)/n, the
@@ -151,7 +162,7 @@ mean best similarity), and adds a uniform random subset as a baseline.
   numba JIT compilation inside `fit` are included. **phases** splits it (knn / kernel /
   greedy / partition).
   **CPU s**: user + system CPU seconds of the worker over the same span (less sensitive
-  than wall time to other load: on an idle 2-core machine it lies between 1x and 2x wall;
+  than wall time to other load: on an idle {CORES}-core machine it lies between 1x and {CORES}x wall;
   below wall means the worker was waiting for cores used by other jobs).
 - **peak RSS**: `ru_maxrss` of the worker process (`os.wait4`), so it includes the Python
   interpreter, the imported libraries and the embeddings themselves.
@@ -170,21 +181,20 @@ mean best similarity), and adds a uniform random subset as a baseline.
 - **apricot-dense** (`apricot-select`): `FacilityLocationSelection(metric="precomputed",
   optimizer="lazy")` on the dense float64 cosine kernel clipped at 0 (the same objective; not
   `metric="cosine"`, which optimises cos^2).
-- **apricot-sparse / apricot-stochastic**: the same selector on FAISS's standard kNN graph,
-  as subsetlm's default builds it (exact `IndexFlatIP` up to 50,000 rows, IVF-Flat
-  beyond; k as subsetlm), in CSR with float64 data, **transposed** (apricot scores candidate
-  j by row j);
+- **apricot-sparse / apricot-stochastic**: the same selector on FAISS's standard kNN graph
+  (exact `IndexFlatIP` up to 50,000 rows as subsetlm's default, IVF-Flat beyond with
+  subsetlm's nlist and more probes, shown in the setup column; k as subsetlm), in CSR with
+  float64 data, **transposed** (apricot scores candidate j by row j);
   the stochastic one with `optimizer_kwds={"epsilon": 0.1}` (the default 0.9 is near random).
-- Peers are skipped where their estimated memory exceeds 20 GB (24 GB machine) and stopped
-  at a time cap (`--max-seconds`, 900 s by default; the n = 1M peer runs here used 600 s).
-  subsetlm's own runs were not capped.
+- Peers are skipped where their estimated memory exceeds `--max-gb` and stopped at the time
+  cap `--max-seconds` (the values a table was run with follow its title, where the results
+  record them); subsetlm's own runs are not capped.
 - Synthetic data (`_selection_data.synthetic_embeddings`, seed 0): a two-level Gaussian
   mixture in 384-d: n/500 topic centres `normalize(0.35 m + normalize(g))` around a shared
   direction m (sentence embeddings are anisotropic), n/20 sub-topic centres
   `normalize(t + normalize(h))` spread over the topics with Dirichlet(1) weights, points
   `normalize(u + s e)` with e ~ N(0, I/d), s ~ U(0.6, 1.0) per sub-topic and Dirichlet(1)
-  sub-topic sizes; L2-normalised float32. Cosines: same sub-topic about 0.5-0.74, same topic
-  about half that, unrelated points about 0.05.
+  sub-topic sizes; L2-normalised float32.
 - The machine is shared with other work, so timings carry some noise; the spread over
   repeats is shown where there were repeats. Under each title, **Conditions** says when the
   table was measured and the 1-minute load average at the start of each run (above the core
@@ -193,7 +203,8 @@ mean best similarity), and adds a uniform random subset as a baseline.
 
 
 def markdown(results: dict) -> str:
-    parts = [INTRO, f"Machine: {results.get('machine', machine())}.", ""]
+    parts = [INTRO.replace("{CORES}", str(cores(results))),
+             f"Machine: {results.get('machine', machine())}.", ""]
     vers = results.get("versions")
     if vers:
         parts += ["Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v) + ".", ""]

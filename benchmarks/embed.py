@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import machine, update_section  # noqa: E402
+from benchmarks._report import cpu_flags, machine, update_section  # noqa: E402
 
 
 def load_texts(n: int) -> list[str]:
@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
         "hashing_fit_s": h_fit, "precision": ours.precision, "threads": torch.get_num_threads(), "load": loads,
     }
     cmd = " ".join(["python", "benchmarks/embed.py"] + list(sys.argv[1:] if argv is None else argv))
+    bf16 = cpu_flags("avx512_bf16", "amx_bf16")
+    cpu_bf16 = (f"this CPU lists {' and '.join(bf16)} in /proc/cpuinfo" if bf16
+                else "this CPU lists neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo")
+    hp = emb._params()
+    ngrams = "-".join(str(x) for x in hp["ngram_range"])
     md = f"""## Embedding throughput (`benchmarks/embed.py`)
 
 Command: `{cmd}`.
@@ -128,14 +133,12 @@ First {len(texts)} PubMed abstracts (title + abstract; both sides truncate at th
 | embedder | docs/s | vs baseline | per-doc cosine to baseline (min / mean) |
 | --- | --- | --- | --- |
 | `SentenceTransformer.encode(batch_size=32)` (fp32) | {fmt(base_rates)} | 1.00x | 1 / 1 |
-| subsetlm `minilm` (precision={ours.precision}, length-sorted batches <= 4096 padded tokens) | {fmt(our_rates)} | {ratio:.2f}x | {cos.min():.5f} / {cos.mean():.5f} |
-| subsetlm `hashing` (1-2-grams, 2^20 buckets, sparse projection to 256-d; {len(htexts)} abstracts) | {fmt(h_rates)} | - | (a different representation) |
+| subsetlm `minilm` (precision={ours.precision}, length-sorted batches <= {ours.max_batch_tokens} padded tokens) | {fmt(our_rates)} | {ratio:.2f}x | {cos.min():.5f} / {cos.mean():.5f} |
+| subsetlm `hashing` ({ngrams}-grams, {hp["n_features"]:,} buckets, {hp["projection"]} projection to {hp["dim"]}-d; {len(htexts)} abstracts) | {fmt(h_rates)} | - | (a different representation) |
 
 The hashing backend's IDF fit on the {len(htexts)} abstracts took {statistics.median(h_fit):.1f} s (median).
-Speed comes from bf16 matmuls (AVX512-BF16 on this CPU, `precision="auto"`); on a CPU
-without native bf16 `auto` falls back to fp32. Dynamic int8 quantisation of the Linear
-layers (`torch.ao.quantization.quantize_dynamic`) was measured at ~1.9x fp32 speed but per-text cosine
-to fp32 fell to 0.89 (mean 0.93) on PubMed abstracts, so it is not offered.
+`precision="auto"` chose {ours.precision} here ({cpu_bf16}); on a CPU without native
+bf16 matmuls `auto` runs fp32.
 """
     print(md)
     print(json.dumps(res, indent=1))

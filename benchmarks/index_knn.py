@@ -239,7 +239,7 @@ def render(results: list[dict], args, started: str, mach: str | None = None) -> 
         "process's, including the memory-mapped float16 input pages.",
         "",
         f"Data: synthetic, {D}-d, rows drawn around {N_CENTRES:,} random unit centres (Zipf-like cluster",
-        "sizes, per-cluster noise 0.6-1.2 / sqrt(d) per coordinate), L2-normalised, float16 `.npy`",
+        f"sizes, per-cluster noise {0.6 * SIGMA:g}-{1.2 * SIGMA:g} / sqrt(d) per coordinate), L2-normalised, float16 `.npy`",
         f"memmap, seed {SEED}. k = {k}; recall@{k} = `estimate_recall` against exact search on",
         f"{args.recall_queries:,} seeded rows (self counted on both sides).",
         "",

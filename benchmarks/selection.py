@@ -221,7 +221,7 @@ def bench_dataset(name, path, meta, methods, budget_frac, repeats, k, seed, max_
     cond = (f"measured {span}; 1-min load average at the start of each run "
             f"{min(loads):.1f}-{max(loads):.1f} ({os.cpu_count()} cores)." if loads else None)
     return {"name": name, "n": n, "d": d, "budget": budget, "budget_frac": budget_frac, "k": k,
-            "repeats": repeats, "eval_sample": sample, "meta": meta, "runs": runs, "conditions": cond,
+            "repeats": repeats, "eval_sample": sample, "max_seconds": max_seconds, "max_gb": max_gb, "meta": meta, "runs": runs, "conditions": cond,
             "random": data.facility_objective(X, rand, sample=sample, seed=seed)}
 
 

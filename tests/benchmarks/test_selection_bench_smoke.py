@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import _selection_data as data  # noqa: E402
+from benchmarks import _selection_methods as methods  # noqa: E402
 from benchmarks._selection_methods import split_budget  # noqa: E402
 
 
@@ -56,10 +57,31 @@ def test_synthetic_is_seeded_normalised_and_clustered(tmp_path):
 
 def test_split_budget_is_exact_and_proportional():
     sizes = np.array([20011, 19876, 20113, 19999, 1])
-    for budget in (1, 7, 8000, 10000):
+    for budget in (1, 7, 8000, 10000, int(sizes.sum())):
         out = split_budget(sizes, budget)
-        assert out.sum() == budget
+        assert out.sum() == budget and np.all(out <= sizes)
         assert np.all(np.abs(out - sizes / sizes.sum() * budget) < 1)
+
+
+@pytest.mark.parametrize("sizes,budget", [([3, 1], 4), ([5, 1, 1], 6), ([1, 1, 8], 9), ([4, 4], 8)])
+def test_split_budget_sums_when_partitions_are_taken_whole(sizes, budget):
+    """Regression: the benchmark's old copy capped each partition at size - 1, so a budget that
+    takes a partition whole summed to less than the budget."""
+    out = split_budget(np.array(sizes), budget)
+    assert out.sum() == budget and np.all(out <= np.array(sizes))
+
+
+def test_submodlib_partitioned_run_selects_exactly_the_budget(monkeypatch):
+    """Per-partition submodlib runs return ``budget`` distinct points, also when the budget
+    takes a partition whole (the old split returned fewer)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    monkeypatch.setattr(methods, "PARTITION_SIZE", 20)  # 3 random partitions of ~20
+    for budget in (9, 59, 60):
+        order, _phases, variant, extra = methods.submodlib_run(X, budget, k=8, seed=0)
+        assert extra["partitions"] == 3 and "per partition" in variant
+        assert len(order) == budget == len(np.unique(order)) and order.max() < 60
 
 
 def test_quick_run_writes_expected_methods(tmp_path):
