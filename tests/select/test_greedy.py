@@ -156,7 +156,6 @@ def test_budget_and_cost_errors():
 
 
 def test_torch_greedy_matches_naive_on_cpu():
-    pytest.importorskip("torch")
     from subsetlm.select.torch_greedy import torch_greedy
 
     X = clustered(200, seed=11)
@@ -184,7 +183,8 @@ def test_torch_greedy_matches_naive_on_cpu():
 
 @pytest.mark.gpu
 def test_torch_greedy_on_gpu_matches_cpu():
-    torch = pytest.importorskip("torch")
+    import torch
+
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     from subsetlm.select.torch_greedy import torch_greedy

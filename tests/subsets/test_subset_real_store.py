@@ -1,4 +1,4 @@
-"""The subset file with the real EmbeddingStore: a store written by embed_corpus."""
+"""The subset file with a store written by ``embed_corpus`` (and by the select stage)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from subsetlm import embed
+from subsetlm.select import api
 from subsetlm.subsets import (
     SubsetSampler,
     SubsetStoreMismatch,
@@ -17,11 +19,9 @@ from subsetlm.subsets import (
     write_subset,
 )
 
-from .conftest import FakeStore, example_inputs
+from _stores import write_store_dir
 
-embed = pytest.importorskip("subsetlm.embed")
-if not hasattr(embed, "embed_corpus"):  # pragma: no cover - until the embed stage lands
-    pytest.skip("subsetlm.embed.embed_corpus not available", allow_module_level=True)
+from .conftest import example_inputs
 
 WORDS = ("aspirin platelet kinase tumour insulin receptor telescope galaxy orbit budget "
          "senate tax vaccine antibody neuron cortex").split()
@@ -69,19 +69,25 @@ def test_real_store_rejects_foreign_subset(real_store, store, tmp_path):
         read_subset(sub_dir, store=embed.EmbeddingStore.open(real_store.path))
 
 
-def test_fixture_store_is_a_real_store(store):
-    """The fixture directory (and so docs/formats.md's example) matches the real format."""
-    real = embed.EmbeddingStore.open(store.path)
-    fake = FakeStore.open(store.path)
-    assert (real.n, real.dim, real.fingerprint) == (fake.n, fake.dim, fake.fingerprint)
-    assert real.ids.tolist() == fake.ids.tolist()
-    assert real.texts([3, 1]) == fake.texts([3, 1])
-    np.testing.assert_array_equal(real.n_tokens, fake.n_tokens)
+def test_fixture_store_reads_back_what_was_written(tmp_path):
+    """The fixture directory (and so docs/formats.md's example) is what EmbeddingStore reads."""
+    X = np.random.default_rng(4).standard_normal((30, 6)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    path = write_store_dir(tmp_path / "s", embeddings=X, seed=2)
+    store = embed.EmbeddingStore.open(path)
+    ids = pq.read_table(path / "ids.parquet")
+    texts = pq.read_table(path / "texts.parquet").column("text").to_pylist()
+    assert (store.n, store.dim) == (30, 6)
+    assert store.fingerprint == json.loads((path / "manifest.json").read_text())["embedding_fingerprint"]
+    np.testing.assert_array_equal(store.embeddings, X.astype(np.float16))
+    assert store.ids.tolist() == ids.column("id").to_pylist()
+    assert store.sources.tolist() == ids.column("source").to_pylist()
+    assert store.n_tokens.tolist() == ids.column("n_tokens").to_pylist()
+    assert store.texts([3, 1]) == [texts[3], texts[1]]
 
 
 def test_select_output_is_a_valid_subset(real_store, tmp_path):
     """Contract with the select stage: its output reads back and exports against the store."""
-    api = pytest.importorskip("subsetlm.select.api")
     out = api.select(api.SelectConfig(store=str(real_store.path), out=str(tmp_path / "sel"), budget="8", k=8))
     sub = read_subset(out, store=real_store)
     assert sub.size == 8 and np.all(np.diff(sub.ranks) == 1)
