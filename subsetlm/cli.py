@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing run directory")
     _common(p)
-    p.set_defaults(stage="subsetlm.recipes.run")
+    p.set_defaults(stage="subsetlm.train")
 
     p = sub.add_parser("eval", help="fine-tune / prompt / distill a pretrained run on a text-classification task")
     p.add_argument("--model", help="run directory (subsetlm train --out RUN) or save_pretrained folder")
