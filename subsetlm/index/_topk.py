@@ -2,11 +2,12 @@
 
 ``np.argpartition`` over a (queries x candidates) block costs as much as the BLAS product
 that made it, and the rows still have to be sorted afterwards. Here every graph row is a
-bounded heap of its k best (similarity, id) so far, kept in the graph arrays themselves:
-a block is merged in one pass (most candidates fall below the row's current k-th best and
-cost one compare), blocks can arrive in any order, and :func:`finish_rows` sorts the heaps
-into graph rows at the end. The kept set is the top-k under a strict order, so it does not
-depend on the order the blocks came in.
+bounded heap (:mod:`subsetlm._heap`, the worst kept at the root) of its k best
+(similarity, id) so far, kept in the graph arrays themselves: a block is merged in one
+pass (most candidates fall below the row's current k-th best and cost one compare),
+blocks can arrive in any order, and :func:`finish_rows` sorts the heaps into graph rows
+at the end. The kept set is the top-k under a strict order, so it does not depend on the
+order the blocks came in.
 
 Order, as :func:`subsetlm.index.knn._fix_rows` defines it: decreasing similarity, the row
 itself first among ties, then smaller id; missing neighbours (-1, similarity 0) last.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from subsetlm._heap import sift_down
 
 _MISSING = np.int64(1) << 62  # tie key of an empty heap slot (id -1): worse than any id
 
@@ -30,22 +33,10 @@ def _better(s_a, t_a, s_b, t_b):
     return s_a > s_b or (s_a == s_b and t_a < t_b)
 
 
-@njit(cache=True)
-def _sift_down(hs, hi, size, pos, me):
-    s, c0 = hs[pos], hi[pos]
-    t = _key(c0, me)
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and _better(hs[c], _key(hi[c], me), hs[c + 1], _key(hi[c + 1], me)):
-            c += 1  # the worse child
-        if _better(s, t, hs[c], _key(hi[c], me)):
-            hs[pos], hi[pos] = hs[c], hi[c]
-            pos = c
-        else:
-            break
-    hs[pos], hi[pos] = s, c0
+@njit(cache=True, inline="always")
+def _worse(s_a, c_a, s_b, c_b, me):
+    """The row heaps' order (subsetlm._heap): the worst kept neighbour of row ``me`` at the root."""
+    return _better(s_b, _key(c_b, me), s_a, _key(c_a, me))
 
 
 @njit(cache=True, nogil=True)
@@ -70,7 +61,7 @@ def merge_block(S, rows, cand_ids, neighbors, sims):
             cid = cand_ids[j]
             if _better(s, _key(cid, me), hs[0], _key(hi[0], me)):
                 hs[0], hi[0] = s, cid
-                _sift_down(hs, hi, k, 0, me)
+                sift_down(hs, hi, k, 0, _worse, me)
 
 
 def empty_rows(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +79,7 @@ def finish_rows(neighbors, sims, start, stop):
         for last in range(k - 1, 0, -1):  # pop the worst to the back
             s, c0 = hs[0], hi[0]
             hs[0], hi[0] = hs[last], hi[last]
-            _sift_down(hs, hi, last, 0, me)
+            sift_down(hs, hi, last, 0, _worse, me)
             hs[last], hi[last] = s, c0
         for q in range(k):
             if hi[q] < 0:

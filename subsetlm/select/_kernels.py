@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from subsetlm import _heap
+
 
 @njit(cache=True)
 def reverse_lists(neighbors, sims, n):
@@ -151,36 +153,18 @@ def assign(order, indptr, rev_idx, rev_sim, n):
 
 
 # --------------------------------------------------------------------------------------
-# Binary max-heap on (key float64, index int64): larger key first, smaller index on ties.
+# The lazy greedy's priority queue: a heap (subsetlm._heap) on (key float64, index int64),
+# larger key first, smaller index on ties.
 # --------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
-def _before(ka, ia, kb, ib):
+def _before(ka, ia, kb, ib, _ctx):
     return ka > kb or (ka == kb and ia < ib)
 
 
 @njit(cache=True)
-def _sift_down(keys, idx, size, pos):
-    while True:
-        l = 2 * pos + 1
-        if l >= size:
-            return
-        c = l
-        r = l + 1
-        if r < size and _before(keys[r], idx[r], keys[l], idx[l]):
-            c = r
-        if _before(keys[c], idx[c], keys[pos], idx[pos]):
-            keys[c], keys[pos] = keys[pos], keys[c]
-            idx[c], idx[pos] = idx[pos], idx[c]
-            pos = c
-        else:
-            return
-
-
-@njit(cache=True)
 def heapify(keys, idx):
-    size = keys.shape[0]
-    for pos in range(size // 2 - 1, -1, -1):
-        _sift_down(keys, idx, size, pos)
+    """Arrange ``keys`` (m,) float64 / ``idx`` (m,) int64 as the priority queue, in place."""
+    _heap.heapify(keys, idx, _before, 0)
 
 
 @njit(cache=True)
@@ -204,7 +188,7 @@ def lazy_steps(n_steps, keys, idx, size, stamp, step0, order, gains, indptr, rev
             n_evals += 1
             stamp[j] = step
             keys[0] = g
-            _sift_down(keys, idx, size, 0)
+            _heap.sift_down(keys, idx, size, 0, _before, 0)
         g = keys[0]
         if g < min_gain:
             break
@@ -213,7 +197,7 @@ def lazy_steps(n_steps, keys, idx, size, stamp, step0, order, gains, indptr, rev
         size -= 1
         keys[0] = keys[size]
         idx[0] = idx[size]
-        _sift_down(keys, idx, size, 0)
+        _heap.sift_down(keys, idx, size, 0, _before, 0)
         update(j, indptr, rev_idx, rev_sim, cur)
         done += 1
     return done, size, n_evals
