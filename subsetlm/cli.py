@@ -23,7 +23,6 @@ import os
 import sys
 from typing import Any, Sequence
 
-logger = logging.getLogger("subsetlm")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

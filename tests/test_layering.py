@@ -24,8 +24,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import subsetlm
 
 ROOT = Path(subsetlm.__file__).resolve().parent

@@ -35,7 +35,7 @@ from subsetlm.corpus._formats import (CorpusError, read_arrow_stream, read_jsonl
                                       read_txt)
 from subsetlm.corpus.sample import Document
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 __all__ = ["CorpusConfig", "CorpusError", "resolve_inputs", "input_files", "iter_documents", "corpus_fingerprint",
            "Repeats", "SUPPORTED_EXTENSIONS"]
@@ -180,7 +180,7 @@ def _expand(p: str) -> list[_Input]:
         source = path.name if kind == "txt" else _stem(f)
         out.append(_Input(f, kind, source, rel, txt_id=rel if kind == "txt" else None))
     if skipped:
-        log.warning("%s: ignoring %d file(s) with unsupported extensions (e.g. %s); supported: %s",
+        logger.warning("%s: ignoring %d file(s) with unsupported extensions (e.g. %s); supported: %s",
                     path, len(skipped), ", ".join(skipped[:3]), ", ".join(SUPPORTED_EXTENSIONS))
     if not out:
         raise CorpusError(f"{path}: folder holds no corpus files; supported: {', '.join(SUPPORTED_EXTENSIONS)} "
@@ -293,7 +293,7 @@ def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
     _check(cfg)
     inputs = _inputs(cfg.paths) if inputs is None else list(inputs)
     if cfg.id_field is not None and any(i.kind == "txt" for i in inputs):
-        log.warning("id_field=%r is ignored for .txt files: their id is the path relative to the folder",
+        logger.warning("id_field=%r is ignored for .txt files: their id is the path relative to the folder",
                     cfg.id_field)
     n_yielded = n_empty = 0
     empty_examples: list[str] = []
@@ -329,7 +329,7 @@ def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
     if block:
         yield block
     if n_empty:
-        log.warning("skipped %d document(s) with an empty %r field (e.g. %s); use on_empty='error' to fail instead",
+        logger.warning("skipped %d document(s) with an empty %r field (e.g. %s); use on_empty='error' to fail instead",
                     n_empty, cfg.text_field, ", ".join(empty_examples))
 
 
@@ -437,7 +437,7 @@ class Repeats:
     def warn(self) -> None:
         """Log the dropped copies once (nothing when none was dropped)."""
         if self.dropped:
-            log.warning("dropped %d exact duplicate document(s) without ids (e.g. %s); their content-hash ids "
+            logger.warning("dropped %d exact duplicate document(s) without ids (e.g. %s); their content-hash ids "
                         "would collide", self.dropped, ", ".join(self.examples))
 
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def rows_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
@@ -74,7 +74,7 @@ class CorpusRows:
                 texts.append(d.text)
                 ids.append(doc_id_for(d))
                 sources.append(d.source)
-        log.info("corpus: %d documents from %s", len(texts), ", ".join(map(str, inputs)))
+        logger.info("corpus: %d documents from %s", len(texts), ", ".join(map(str, inputs)))
         return cls.from_texts(texts, ids, spec=",".join(map(str, inputs)), sources=sources)
 
     @property

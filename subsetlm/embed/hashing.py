@@ -36,7 +36,7 @@ from subsetlm._io import read_json, write_json_atomic
 from subsetlm.embed.base import Embedder, l2_normalize, package_version
 from subsetlm.registry import register
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PROJECTIONS = ("sparse", "svd")
 
@@ -136,7 +136,7 @@ class HashingEmbedder(Embedder):
             svd = TruncatedSVD(n_components=self.dim, algorithm="randomized", n_iter=5, random_state=self.seed)
             svd.fit(self._tfidf(X, self.idf_))
             self.components_ = svd.components_.astype(np.float32)
-        log.info("hashing embedder fitted on %d texts (%d non-empty buckets)", n, int((df > 0).sum()))
+        logger.info("hashing embedder fitted on %d texts (%d non-empty buckets)", n, int((df > 0).sum()))
         return self
 
     def save_state(self, path: Path) -> None:

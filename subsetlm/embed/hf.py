@@ -35,7 +35,7 @@ import numpy as np
 from subsetlm.embed.base import Embedder, length_batches, package_version, resolve_device
 from subsetlm.registry import register
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "last")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -352,7 +352,7 @@ def estimate_recall(X, graph: KNNGraph, n_queries: int = 1000, seed: int = 0) ->
     """Mean recall@k of ``graph`` against exact search for a seeded sample of rows.
 
     Recall of row i = |graph neighbours of i ∩ exact top-k of i| / k (self counts on both
-    sides). Costs ``n_queries * n * d`` flops (about 10 s at n = 1M, d = 384 on 2 cores).
+    sides). Costs ``n_queries * n * d`` flops.
 
     Example
     -------

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 CLUSTERS_FILE = "token_clusters.npy"
 
@@ -98,7 +98,7 @@ def token_clusters(seqs: Sequence[np.ndarray], vocab_size: int, special_ids: Seq
     unseen = np.setdiff1d(normal, ids_seen)
     if len(unseen):
         labels[unseen] = np.random.default_rng(seed).integers(0, C, size=len(unseen)).astype(np.int32)
-    log.info("token clusters: %d clusters over %d tokens (%d seen in the corpus, %d special)", C, vocab_size,
+    logger.info("token clusters: %d clusters over %d tokens (%d seen in the corpus, %d special)", C, vocab_size,
              len(ids_seen), int(special.sum()))
     return labels
 

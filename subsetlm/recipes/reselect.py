@@ -37,7 +37,7 @@ import numpy as np
 
 from subsetlm.recipes.callbacks import Callback, Control, TrainContext, TrainState
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 MODES = ("reembed", "reuse")
 
@@ -153,7 +153,7 @@ class ReselectCallback(Callback):
             self._X = X
         self.history.append(rec)
         self.rounds += 1
-        log.info("re-selection round %d at step %d: %d of %d rows, f(S)=%.4g (%.2fx random), embed %.1fs, "
+        logger.info("re-selection round %d at step %d: %d of %d rows, f(S)=%.4g (%.2fx random), embed %.1fs, "
                  "select %.1fs", rec["round"], state.step, len(rows), len(ground), rec["objective"],
                  rec.get("lift_over_random") or float("nan"), rec["embed_s"], rec["select_s"])
         return rows, sel.weights

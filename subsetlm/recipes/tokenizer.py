@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GPT2_EOS = "<|endoftext|>"
@@ -85,7 +85,7 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int = 30522, min_frequency
     fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                              sep_token="[SEP]", mask_token="[MASK]", do_lower_case=lowercase,
                              model_max_length=model_max_length)
-    log.info("trained WordPiece tokenizer: %d tokens from %d texts", len(fast), len(texts))
+    logger.info("trained WordPiece tokenizer: %d tokens from %d texts", len(fast), len(texts))
     return fast
 
 
@@ -111,7 +111,7 @@ def train_byte_bpe(texts: Sequence[str], vocab_size: int = 50257, min_frequency:
     tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
     fast = GPT2TokenizerFast(tokenizer_object=tok, bos_token=GPT2_EOS, eos_token=GPT2_EOS, unk_token=GPT2_EOS,
                              pad_token=GPT2_EOS, model_max_length=model_max_length)
-    log.info("trained byte-level BPE tokenizer: %d tokens from %d texts", len(fast), len(texts))
+    logger.info("trained byte-level BPE tokenizer: %d tokens from %d texts", len(fast), len(texts))
     return fast
 
 

@@ -213,7 +213,7 @@ def select_array(
                              "partitions=")
         w = Partitioned(sel, partitions=labels, merge=merge, n_jobs=n_jobs, executor=executor)
         w.fit(X, n_tokens=n_tokens, sources=sources)
-        con, info = w.result_, dict(w.info_)
+        info = dict(w.info_)
         cons = sel.constraint(int(X.shape[0]), n_tokens=n_tokens, sources=sources)
         info.update(_budget_info(cons))
         info.pop("constraint", None)

@@ -29,7 +29,7 @@ import numpy as np
 
 from subsetlm.select.sampling import gumbel_top_k
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _check_count(name: str, value: object, low: int, high: int, hint: str) -> int:
@@ -149,7 +149,7 @@ def dsir_importance(texts: Iterable[str], target_texts: Iterable[str], *, n_feat
     if n == 0:
         raise ValueError("texts is empty; nothing to select from")
     delta = _log_model(t_counts, smoothing) - _log_model(r_counts, smoothing)
-    log.info("DSIR: %d raw documents, %d target documents, %d hash buckets", n, n_target, n_features)
+    logger.info("DSIR: %d raw documents, %d target documents, %d hash buckets", n, n_target, n_features)
     parts = kept if one_shot else (vec.transform(b) for b in _batches(texts, batch_size))
     out = np.concatenate([np.asarray(M @ delta, dtype=np.float64).ravel() for M in parts])
     if out.shape[0] != n:

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 BudgetKind = Literal["count", "fraction", "tokens"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _weighted_assignment(nb: np.ndarray, sims: np.ndarray, weights: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -89,7 +89,7 @@ def greedi_merge(X: Any, union: np.ndarray, weights: np.ndarray, budget: int, *,
     res = greedy(fn, int(budget), optimizer=optimizer, seed=seed)
     rep = _weighted_assignment(nb, sims, w, res.order)
     rnd = float(fn.evaluate(random_subset(u, int(budget), seed)))
-    log.info("GreeDi merge: %d of %d partition winners, weighted f=%.6g (bound ratio %.4f)", len(res.order), u,
+    logger.info("GreeDi merge: %d of %d partition winners, weighted f=%.6g (bound ratio %.4f)", len(res.order), u,
              res.objective, res.objective / max(res.upper_bound, 1e-12))
     return {"indices": union[res.order], "positions": np.asarray(res.order, np.int64),
             "gains": np.asarray(res.gains, np.float64), "weights": rep, "objective": float(res.objective),

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def query_relevance(X: np.ndarray, queries: np.ndarray, block_size: int = 65536) -> np.ndarray:
@@ -104,6 +104,6 @@ def flmi_select(X: np.ndarray, relevance: np.ndarray, budget: int, *, k: int = 3
     res = greedy(fn, int(budget), optimizer=optimizer, seed=seed, progress=progress)
     res.weights = np.asarray(fn.assign(res.order), dtype=np.float64)
     res.random_objective = float(fn.evaluate(random_subset(m, int(budget), seed)))
-    log.info("FL mutual information: %d of %d pool samples, I(S;Q)=%.4g (bound ratio %.4f, random %.4g)",
+    logger.info("FL mutual information: %d of %d pool samples, I(S;Q)=%.4g (bound ratio %.4f, random %.4g)",
              len(res.order), m, res.objective, res.objective / max(res.upper_bound, 1e-12), res.random_objective)
     return res

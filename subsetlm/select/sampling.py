@@ -43,7 +43,7 @@ import logging
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 NORMALIZATIONS = ("none", "max", "minmax")
 

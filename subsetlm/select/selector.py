@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from subsetlm.select.constraints import Constraint, Count, from_budget
+from subsetlm.select.constraints import Constraint, from_budget
 from subsetlm.select.greedy import CONSTRAINED_OPTIMIZERS, OPTIMIZERS
 from subsetlm.select.objectives import KERNELS, OBJECTIVES, is_ours, resolve_kernel
 from subsetlm.select.sampling import NORMALIZATIONS

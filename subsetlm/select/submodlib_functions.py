@@ -55,7 +55,7 @@ import numpy as np
 
 from subsetlm.registry import register
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("NaiveGreedy", "LazyGreedy", "StochasticGreedy", "LazierThanLazyGreedy")
 METRICS = ("cosine", "rbf")
@@ -331,7 +331,7 @@ class SubmodlibObjective:
         stochastic = optimizer in ("StochasticGreedy", "LazierThanLazyGreedy")
         self.perm = np.random.default_rng(seed).permutation(n) if stochastic else None
         Xp = X[self.perm] if self.perm is not None else X
-        log.info("submodlib %s: n=%d d=%d optimizer=%s (~%.2f GB)", function, n, X.shape[1], optimizer, need / 1e9)
+        logger.info("submodlib %s: n=%d d=%d optimizer=%s (~%.2f GB)", function, n, X.shape[1], optimizer, need / 1e9)
         self.function, self.n, self.optimizer = spec.name, n, optimizer
         self._obj = _build(spec, Xp, queries, metric, lam, eta)
         self._inv = None if self.perm is None else np.argsort(self.perm)

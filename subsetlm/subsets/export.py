@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from subsetlm._stage import Stage, check_out
 from subsetlm.subsets.format import SubsetFile, read_subset
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Every field an export can carry, and its Arrow type.
 FIELD_TYPES: dict[str, pa.DataType] = {
@@ -246,7 +246,7 @@ def export_subset(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("exported %d samples (%s) to %s", subset.size, fmt, out)
+    logger.info("exported %d samples (%s) to %s", subset.size, fmt, out)
     return out
 
 

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from subsetlm._io import SUCCESS, atomic_dir, dumps_json, read_json
 from subsetlm.subsets._util import duplicates, library_versions, strict_json
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 KIND = "subsetlm.subset"
@@ -322,7 +322,7 @@ def write_subset(
         st = dict(stats or {})
         st.setdefault("write_seconds", time.perf_counter() - t0)
         (tmp / STATS_FILE).write_text(dumps_json(st), encoding="utf-8")
-    log.info("wrote subset of %d / %d samples to %s", b, n, path)
+    logger.info("wrote subset of %d / %d samples to %s", b, n, path)
     return path
 
 

@@ -29,7 +29,7 @@ from subsetlm.subsets.export import (
 )
 from subsetlm.subsets.format import SubsetFile
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _require_datasets() -> Any:
@@ -100,5 +100,5 @@ def to_hf_dataset(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    log.info("wrote %d rows to %s", sub.size, cache_file)
+    logger.info("wrote %d rows to %s", sub.size, cache_file)
     return datasets.Dataset.from_file(str(cache_file))

@@ -47,7 +47,7 @@ from torch.utils.data import Sampler
 
 from subsetlm.subsets.format import SubsetFile, read_subset
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _fingerprint(indices: np.ndarray, weights: np.ndarray) -> str:
@@ -229,7 +229,7 @@ class SubsetSampler(Sampler[int]):
             self._indices, self._weights = self._pending
             self._pending = None
             self._generation += 1
-            log.info("SubsetSampler: switched to the updated subset of %d indices", self._indices.size)
+            logger.info("SubsetSampler: switched to the updated subset of %d indices", self._indices.size)
         while True:
             order = self._order()
             gen = self._generation
