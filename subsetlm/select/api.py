@@ -299,8 +299,8 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
                         overwrite=cfg.force or out_path.exists())
     c = sel.certificate
     logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %.2fx random, in %.1fs -> %s",
-                len(sel.indices), store.n, c["objective"], c.get("ratio"), c.get("lift_over_random") or float("nan"),
-                timings["total_s"], path)
+                len(sel.indices), store.n, c["objective"], "n/a" if c.get("ratio") is None else f"{c['ratio']:.4f}",
+                c.get("lift_over_random") or float("nan"), timings["total_s"], path)
     return path
 
 
