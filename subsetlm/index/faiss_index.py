@@ -286,19 +286,26 @@ def _want_gpu(cfg: IndexConfig, kind: str) -> bool:
     if cfg.use_gpu is False or ngpu == 0:
         return False
     if kind == "hnsw":
+        if cfg.use_gpu is True:
+            raise ValueError("IndexConfig.use_gpu=True but kind='hnsw' has no FAISS GPU implementation. "
+                             "Fix: kind='flat'/'ivf'/'ivfpq' on the GPU, or use_gpu='auto'/False for HNSW on CPU.")
         logger.info("HNSW has no FAISS GPU implementation; building it on CPU")
         return False
     return True
 
 
-def _to_gpu(index):
+def _to_gpu(index, strict: bool = False):
+    """The index on every GPU; ``use_gpu='auto'`` keeps a CPU index FAISS cannot move, ``True`` (strict) refuses."""
     faiss = _faiss()
     try:
         gpu = faiss.index_cpu_to_all_gpus(index)
         logger.info("FAISS index on %d GPU(s)", num_gpus())
         return gpu, True
     except Exception as e:  # noqa: BLE001 - e.g. an unsupported PQ layout on GPU
-        logger.warning("could not move the FAISS index to GPU (%s); using CPU", e)
+        if strict:
+            raise ValueError(f"IndexConfig.use_gpu=True but FAISS could not move the index to the GPU ({e}). "
+                             "Fix: another kind (flat, ivf), or use_gpu='auto' to fall back to the CPU.") from e
+        logger.warning("could not move the FAISS index to GPU (%s); using CPU (use_gpu='auto')", e)
         return index, False
 
 
@@ -323,7 +330,7 @@ def _build(X, cfg: IndexConfig, progress: bool = False):
     index = _new_cpu_index(p, cfg.seed)
     on_gpu = False
     if _want_gpu(cfg, p["kind"]):
-        index, on_gpu = _to_gpu(index)
+        index, on_gpu = _to_gpu(index, strict=cfg.use_gpu is True)
     p["device"] = "gpu" if on_gpu else "cpu"
     if p["kind"] in ("ivf", "ivfpq"):
         rows = sample_rows(n, p["train_size"], cfg.seed)
