@@ -1,6 +1,7 @@
 """An explicit GPU request (use_gpu=True, `--gpu yes`) is honoured or refused, never quietly run on the CPU."""
 
 from __future__ import annotations
+
 import pytest
 
 from subsetlm.index import IndexConfig, faiss_index
