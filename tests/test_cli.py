@@ -99,7 +99,7 @@ def _check_tokens(store, sub, base):
 
 
 @pytest.mark.parametrize("extra,check,field,value", [
-    (["--partitions", "3"], _check_partitions, "partitions", 3),
+    (["--partitions", "3", "--n-jobs", "1"], _check_partitions, "partitions", 3),  # in process: no spawn cost
     (["--sampling", "taylor-softmax"], _check_differs, "sampling", "taylor-softmax"),
     (["--optimizer", "lazier-than-lazy"], _check_differs, "optimizer", "lazier-than-lazy"),
     (["--kernel", "dense"], _check_dense, "kernel", "dense"),
