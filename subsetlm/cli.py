@@ -221,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(stage="subsetlm.evaluate.run")
 
+    # [dedup parser: subsetlm dedup STORE ... -> subsetlm.select.dedup_run]
+
+    # [dsir parser: subsetlm dsir CORPUS_OR_STORE ... -> subsetlm.select.dsir_run]
+
+    p = sub.add_parser("inspect", help="why each sample was kept or dropped: coverage, least-covered samples, "
+                       "dropped -> kept pairs, per-source counts (and a PNG)")
+    p.add_argument("subset", nargs="?", help="subset directory (or `subset:` in --config)")
+    p.add_argument("--store", help="store the subset was selected from (default: the path in its manifest)")
+    p.add_argument("--examples", type=int, help="samples shown per list (default 5)")
+    p.add_argument("--plot", help="also write a PNG of the coverage histogram and per-source counts here")
+    _common(p)
+    p.set_defaults(stage="subsetlm.subsets.inspect")
+
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
     p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
     p.add_argument("--n-docs", dest="n_docs", type=int, help="abstracts to embed (default 3000)")

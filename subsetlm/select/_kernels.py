@@ -126,12 +126,12 @@ def evaluate(order, indptr, rev_idx, rev_sim, n):
 
 
 @njit(cache=True)
-def assign(order, indptr, rev_idx, rev_sim, n):
-    """Weights: how many ground points have each selected element as their best neighbour.
+def best_owner(order, indptr, rev_idx, rev_sim, n):
+    """Each ground point's best selected neighbour: ``(best (n,) float32, owner (n,) int64)``.
 
-    A point's best selected neighbour is the one with the highest similarity (earliest in
-    ``order`` on ties). Points with no selected element among their neighbours are
-    unassigned. Returns ``(weights (b,) int64, n_unassigned)``.
+    ``owner[i]`` is the position in ``order`` of the selected element with the highest
+    similarity to i (earliest in ``order`` on ties), -1 when none of i's neighbours is
+    selected; ``best[i]`` is that similarity (-1 when none).
     """
     best = np.full(n, -1.0, np.float32)
     owner = np.full(n, -1, np.int64)
@@ -142,6 +142,17 @@ def assign(order, indptr, rev_idx, rev_sim, n):
             if rev_sim[p] > best[i]:
                 best[i] = rev_sim[p]
                 owner[i] = t
+    return best, owner
+
+
+@njit(cache=True)
+def assign(order, indptr, rev_idx, rev_sim, n):
+    """Weights: how many ground points have each selected element as their best neighbour.
+
+    Points with no selected element among their neighbours are unassigned. Returns
+    ``(weights (b,) int64, n_unassigned)``; see :func:`best_owner`.
+    """
+    best, owner = best_owner(order, indptr, rev_idx, rev_sim, n)
     w = np.zeros(order.shape[0], np.int64)
     un = 0
     for i in range(n):

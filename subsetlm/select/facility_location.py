@@ -168,6 +168,23 @@ class SparseFacilityLocation:
         w, self.n_unassigned_ = self.assignment(order)
         return w
 
+    def representatives(self, order: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Each point's representative: ``(rep (n,) int64, sim (n,) float32)``.
+
+        ``rep[i]`` is the selected element with the highest (clipped) similarity in i's kNN
+        list (earliest in ``order`` on ties), -1 when none; ``sim[i]`` that similarity (NaN
+        when none). ``sim[rep >= 0].sum() == evaluate(order)`` up to float rounding.
+        """
+        order = _check_subset(order, self.n, "representatives(order)")
+        best, owner = K.best_owner(order, self.indptr, self.rev_idx, self.rev_sim, self.n)
+        return _rep_sim(order, best, owner)
+
+
+def _rep_sim(order: np.ndarray, best: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rep = np.where(owner >= 0, np.asarray(order, np.int64)[np.maximum(owner, 0)], -1).astype(np.int64)
+    sim = np.where(owner >= 0, best, np.nan).astype(np.float32)
+    return rep, sim
+
 
 class DenseFacilityLocation:
     """Facility location with the dense cosine/dot kernel ``sim = X X^T`` (clipped at 0).
@@ -313,6 +330,15 @@ class DenseFacilityLocation:
             K.dense_assign(self._rows(order[s:s + self.block_size]), s, best, owner)
         w = np.bincount(owner[owner >= 0], minlength=len(order)).astype(np.int64)
         return w, int((owner < 0).sum())
+
+    def representatives(self, order: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Each point's most similar selected element and that (clipped) similarity; see the sparse class."""
+        order = _check_subset(order, self.n, "representatives(order)")
+        best = np.full(self.n, -1.0, np.float32)
+        owner = np.full(self.n, -1, np.int64)
+        for s in range(0, len(order), self.block_size):
+            K.dense_assign(self._rows(order[s:s + self.block_size]), s, best, owner)
+        return _rep_sim(order, best, owner)
 
     def assign(self, order: Sequence[int]) -> np.ndarray:
         """Weights ``(b,) int64``; see :meth:`assignment` (also sets ``n_unassigned_``)."""
