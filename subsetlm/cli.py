@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-jobs", dest="n_jobs", type=int)
     p.add_argument("--epsilon", type=float, help="stochastic greedy's epsilon (default 0.01)")
     p.add_argument("--queries", help="fl-mi only: store directory or .npy of query embeddings")
+    p.add_argument("--within", help="select only among the rows of this subset of the same store (e.g. the output "
+                   "of subsetlm dedup); a fraction budget is a fraction of them")
     p.add_argument("--merge", type=float, help="with --partitions: GreeDi merge factor F >= 1 (each partition "
                    "picks F x its share, then a weighted greedy over the winners; default 0 = off)")
     p.add_argument("--backend", choices=["local", "ray"], help="where partitions are solved (default local; ray "

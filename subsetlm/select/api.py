@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +29,8 @@ import numpy as np
 
 from subsetlm._stage import Output, Stage, check_out, identity, portable
 from subsetlm.select.objectives import KERNELS, OBJECTIVES
+from subsetlm.subsets.assignment import ASSIGNMENT_FILE
+from subsetlm.select.array_api import Selection, select_array  # noqa: F401 - the array entry point, re-exported
 from subsetlm.select.selector import SAMPLINGS, Selector, certificate  # noqa: F401 - certificate re-exported
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class SelectConfig:
         (largest-remainder counts), one global facility-location problem under them.
     merge : with partitions: 0 = none, F >= 1 = GreeDi merge (each partition picks F × its
         share, one round over the winners picks the final subset).
+    within : a subset of the same store (e.g. ``subsetlm dedup``'s output): select only among
+        its rows (a fraction budget is a fraction of them); recorded in the manifest's
+        ``provenance``, and its rows' fingerprint is part of the output's identity.
     backend : ``local`` (worker processes) or ``ray`` (one Ray task per partition, on the
         cluster at ``ray_address``: ``auto``, ``HOST:PORT``, or None for ``RAY_ADDRESS`` / a
         local instance); needs ``partitions > 1``. Same subset file either way.
@@ -81,6 +86,7 @@ class SelectConfig:
     queries: str | None = None
     source_proportions: dict[str, float] | None = None
     merge: float = 0.0
+    within: str | None = None
     backend: str = "local"
     ray_address: str | None = None
     force: bool = False
@@ -133,113 +139,63 @@ class SelectConfig:
                            n_jobs=self.n_jobs, executor=executor)
 
 
-@dataclass
-class Selection:
-    """What a selection produced (all arrays in selection order).
-
-    indices : (b,) int64 row indices into the ground set
-    gains : (b,) float64 marginal gains (or sampled gains)
-    weights : (b,) float64 ground points each element represents (1.0 where undefined)
-    partitions : (b,) int32 partition of each element (0 without partitions)
-    certificate : {objective, upper_bound, ratio, random_objective}
-    """
-
-    indices: np.ndarray
-    gains: np.ndarray
-    weights: np.ndarray
-    partitions: np.ndarray
-    certificate: dict[str, float]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def select_array(
-    X: np.ndarray,
-    budget: int | float | str,
-    *,
-    k: int = 32,
-    optimizer: str = "lazy",
-    kernel: str = "auto",
-    sampling: str = "topk",
-    partitions: int | np.ndarray = 0,
-    n_tokens: np.ndarray | None = None,
-    n_jobs: int = 2,
-    epsilon: float = 0.01,
-    seed: int = 0,
-    index_kind: str = "auto",
-    graph: Any = None,
-    progress: bool = False,
-    executor: Any = None,
-    merge: float = 0.0,
-    function: str = "facility-location",
-    queries: np.ndarray | None = None,
-    sources: np.ndarray | None = None,
-    source_proportions: dict[str, float] | None = None,
-) -> Selection:
-    """Select a subset of the rows of ``X``: a :class:`~.selector.Selector`, partitioned when asked.
-
-    Every option is honoured or refused (``ValueError`` naming the valid choices); see
-    :mod:`subsetlm.select.selector` for what combines with what.
-
-    Parameters
-    ----------
-    X : (n, d) float16/float32 array or memmap, rows L2-normalised.
-    budget : count, fraction in (0, 1], ``"25%"`` or ``"tokens:N"`` (needs ``n_tokens``).
-    function : the objective (default facility location; :data:`FUNCTIONS`).
-    graph : a precomputed :class:`~subsetlm.index.KNNGraph` of X (skips the FAISS search;
-        one global problem only).
-    partitions : number of k-means partitions, or a precomputed ``(n,)`` label array.
-    executor : where partitions are solved (see :class:`~.partitioned.Partitioned`).
-    queries : (q, d) query embeddings for ``fl-mi``.
-    sources, source_proportions : per-source quotas (``{source: share}`` of the budget).
-
-    Returns
-    -------
-    Selection
-    """
-    from subsetlm.select.partitioned import Partitioned
-
-    sel = Selector(budget=budget, objective=function, kernel=kernel, optimizer=optimizer, sampling=sampling, k=k,
-                   index_kind=index_kind, epsilon=epsilon, seed=seed, source_proportions=source_proportions,
-                   queries=queries, progress=progress)
-    labels = partitions
-    if isinstance(partitions, np.ndarray) and len(np.unique(partitions)) <= 1:
-        labels = 0
-    split = isinstance(labels, np.ndarray) or int(labels) > 1
-    if not split and merge:
-        raise ValueError(f"merge={merge}: the GreeDi merge combines partitions; pass partitions > 1 or merge=0")
-    if split:
-        if graph is not None:
-            raise ValueError("graph= is one global kNN graph, but partitions build their own: drop graph= or "
-                             "partitions=")
-        w = Partitioned(sel, partitions=labels, merge=merge, n_jobs=n_jobs, executor=executor)
-        w.fit(X, n_tokens=n_tokens, sources=sources)
-        info = dict(w.info_)
-        cons = sel.constraint(int(X.shape[0]), n_tokens=n_tokens, sources=sources)
-        info.update(_budget_info(cons))
-        info.pop("constraint", None)
-        return Selection(np.asarray(w.indices_, np.int64), np.asarray(w.gains_, np.float64), w.weights_,
-                         np.asarray(w.partitions_, np.int32), w.certificate_, info)
-    sel.fit(X, n_tokens=n_tokens, sources=sources, graph=graph)
-    info = {"n": int(X.shape[0]), **_budget_info(sel.constraint_)}
-    for key in ("n_evaluations", "best_singleton_won", "pool"):
-        if key in sel.info_:
-            info[key] = sel.info_[key]
-    if sel.constraint_.kind == "quotas":
-        info["quotas"] = sel.constraint_.describe()["caps"]
-    return Selection(sel.indices_, sel.gains_, sel.weights_, np.zeros(len(sel.indices_), np.int32),
-                     sel.certificate_, info)
-
-
-def _budget_info(con: Any) -> dict[str, Any]:
-    """The budget as earlier manifests recorded it: the count cap and the token cap (or None)."""
-    return {"budget_count": int(con.count), "cost_budget": float(con.cap) if con.kind == "knapsack" else None}
-
-
 def _subset_identity(path: Path) -> dict[str, Any]:
     from subsetlm._io import read_json
 
     m = read_json(Path(path) / "manifest.json")
-    return {"config": m.get("config"), "store": (m.get("store") or {}).get("fingerprint")}
+    ident = {"config": m.get("config"), "store": (m.get("store") or {}).get("fingerprint")}
+    if "provenance" in m and "within" in m["provenance"]:
+        ident["within"] = m["provenance"]["within"].get("rows_sha256")
+    return ident
+
+
+def _within(spec: str | None, store: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The ground rows a ``--within`` subset kept, and the provenance the manifest records."""
+    if not spec:
+        return None, {}
+    import hashlib
+
+    from subsetlm.subsets import read_subset
+
+    sub = read_subset(spec, store=store)  # refuses a subset of another store, naming both
+    rows = np.sort(np.asarray(sub.indices, dtype=np.int64))
+    digest = hashlib.sha256(rows.tobytes()).hexdigest()
+    return rows, {"provenance": {"within": {"path": str(spec), "size": int(rows.size), "rows_sha256": digest,
+                                            "function": sub.manifest.get("function"),
+                                            "config": sub.manifest.get("config")}}}
+
+
+def _assignment(store: Any, sel: Any, within: str | None) -> Any:
+    """``assignment.parquet``: the selection's representatives; rows outside a ``--within`` ground set keep
+    their status there (e.g. ``duplicate``) and are represented through their representative there."""
+    from subsetlm.subsets.assignment import assignment_table
+
+    n = int(store.n)
+    rep = np.asarray(sel.representative, dtype=np.int64).copy()
+    sim = np.asarray(sel.similarity, dtype=np.float32).copy()
+    status = group = None
+    if within:
+        from subsetlm.subsets.assignment import read_assignment
+
+        try:
+            prev = read_assignment(within)
+        except FileNotFoundError:
+            prev = None
+        ground = _within(within, store)[0]
+        outside = np.setdiff1d(np.arange(n), ground)
+        status = np.where(rep >= 0, "covered", "uncovered").astype(object)
+        if prev is not None and outside.size:
+            status[outside] = np.asarray(prev.column("status").to_pylist(), dtype=object)[outside]
+            group = prev.column("group").to_numpy()
+            via = prev.column("representative").to_numpy()[outside]  # their representative in the ground set ...
+            hop = np.where(via >= 0, rep[np.maximum(via, 0)], -1)  # ... and its representative here
+            rep[outside] = hop
+            has = outside[hop >= 0]
+            if has.size:
+                X = store.embeddings
+                sim[has] = np.einsum("ij,ij->i", np.asarray(X[has], np.float32), np.asarray(X[rep[has]], np.float32))
+            status[outside[(hop < 0) & (status[outside] == "covered")]] = "uncovered"
+    return assignment_table(n, sel.indices, representative=rep, similarity=sim, status=status, group=group)
 
 
 def select(cfg: SelectConfig, progress: bool = False) -> Path:
@@ -252,8 +208,11 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     out_path = check_out(cfg.out, "--out")
     store = EmbeddingStore.open(cfg.store)
     config = _config_identity(cfg)
-    out = Output(out_path, {"config": config, "store": store.fingerprint}, what="subset",
-                 read_identity=_subset_identity)
+    rows, provenance = _within(cfg.within, store)
+    ident = {"config": config, "store": store.fingerprint}
+    if provenance:
+        ident["within"] = provenance["provenance"]["within"]["rows_sha256"]
+    out = Output(out_path, ident, what="subset", read_identity=_subset_identity)
     if out.up_to_date(cfg.force):
         return out_path
 
@@ -263,7 +222,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     queries = _load_queries(cfg.queries) if cfg.queries else None
     executor = executor_for(cfg.backend, cfg.ray_address)
     graph, labels = None, 0
-    if kernel == "sparse" and cfg.partitions <= 1:
+    if kernel == "sparse" and cfg.partitions <= 1 and rows is None:
         # one global problem: the store's cached graph (partitions build their own, smaller ones)
         from subsetlm.index import IndexConfig, build_store_graph, load_store_graph
 
@@ -283,7 +242,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
                        epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,
                        progress=progress, executor=executor, merge=cfg.merge, function=cfg.function,
                        queries=queries, sources=store.sources if cfg.source_proportions else None,
-                       source_proportions=cfg.source_proportions or None)
+                       source_proportions=cfg.source_proportions or None, rows=rows)
     timings["select_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -293,10 +252,12 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
         "function": cfg.function,
         "certificate": sel.certificate,
         "selection": {k: v for k, v in sel.info.items() if not isinstance(v, float) or np.isfinite(v)},
+        **provenance,
     }
     path = write_subset(out_path, store=store, indices=sel.indices, gains=sel.gains, weights=sel.weights,
                         partitions=sel.partitions, manifest=manifest, stats={"timings": timings},
-                        overwrite=cfg.force or out_path.exists())
+                        overwrite=cfg.force or out_path.exists(),
+                        extra_tables={ASSIGNMENT_FILE: _assignment(store, sel, cfg.within)})
     c = sel.certificate
     logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %.2fx random, in %.1fs -> %s",
                 len(sel.indices), store.n, c["objective"], "n/a" if c.get("ratio") is None else f"{c['ratio']:.4f}",

@@ -133,7 +133,9 @@ def _solve(task: dict) -> dict:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
+    rep = np.where(sel.representative_ >= 0, rows[np.maximum(sel.representative_, 0)], -1)
     return {"random_objective": float(sel.objective_fn_.evaluate(rand)), "label": task["label"],
+            "rep": rep, "sim": sel.similarity_,
             "indices": rows[local], "gains": sel.gains_, "weights": np.rint(sel.weights_).astype(np.int64),
             "unassigned": sel.n_unassigned_, "objective": sel.objective_, "upper_bound": sel.upper_bound_,
             "seconds": time.perf_counter() - t0, "peak_rss_mib": peak, "rows": m}
@@ -224,11 +226,16 @@ class Partitioned:
             tasks.append(task)
         results = self._run(tasks)
         res = self._result(results, uniq, sizes, final_budgets, subs, t0)
+        rep, sim = np.full(n, -1, np.int64), np.full(n, np.nan, np.float32)
+        for task, r in zip(tasks, results):
+            rep[task["rows"]], sim[task["rows"]] = r["rep"], r["sim"]
         if self.merge:
             res = _merged(res, X, int(con.count), final_budgets, self.selector)
+            rep, sim = _merged_representatives(X, rep, res.indices)
         self.result_ = res
         self.indices_, self.gains_ = res.indices, res.gains
         self.weights_, self.partitions_ = res.weights.astype(np.float64), res.partitions
+        self.representative_, self.similarity_ = rep, sim
         self.certificate_ = _certificate(res)
         self.info_ = {"n": n, "constraint": con.describe(), "n_partitions": int(len(uniq))}
         if "merge" in res.info:
@@ -303,6 +310,26 @@ def _finite_rows(X: Any, rows: np.ndarray) -> np.ndarray:
         bad = int(rows[np.argwhere(~np.isfinite(Xp))[0, 0]])
         raise ValueError(f"X contains NaN or inf (first at row {bad}); drop or re-embed those rows")
     return Xp
+
+
+def _merged_representatives(X: Any, rep1: np.ndarray, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """After a GreeDi merge: each point's round-1 representative's most similar final pick, and the
+    point's cosine to it (computed, not composed)."""
+    from subsetlm.select.selector import nearest_selected
+
+    final = np.asarray(final, dtype=np.int64)
+    winners = np.unique(rep1[rep1 >= 0])
+    via, _ = nearest_selected(X[winners], np.searchsorted(winners, final[np.isin(final, winners)]))
+    hop = np.full(int(rep1.max()) + 1 if rep1.size and rep1.max() >= 0 else 1, -1, np.int64)
+    hop[winners] = winners[via]
+    rep = np.where(rep1 >= 0, hop[np.maximum(rep1, 0)], -1)
+    sim = np.full(len(rep1), np.nan, np.float32)
+    has = np.flatnonzero(rep >= 0)
+    for s in range(0, len(has), 65536):
+        h = has[s:s + 65536]
+        sim[h] = np.einsum("ij,ij->i", np.asarray(X[h], np.float32), np.asarray(X[rep[h]], np.float32))
+    rep[final], sim[final] = final, 1.0
+    return rep, sim
 
 
 def _certificate(res: PartitionedResult) -> dict[str, Any]:

@@ -91,6 +91,9 @@ class Selector:
     weights_ : (b,) float64 ground points each element covers best (1.0 where undefined).
     objective_, upper_bound_ (None without a certificate), random_objective_, n_unassigned_,
     certificate_ : dict, constraint_ : the resolved constraint, info_ : dict.
+    representative_, similarity_ : (n,) each sample's representative in the subset (its row,
+        -1 when none) and their similarity: the facility-location assignment (for submodlib
+        objectives, the most similar selected sample by cosine).
     """
 
     def __init__(self, *, budget: Any = 0.25, objective: str = "facility-location", kernel: str = "auto",
@@ -106,7 +109,7 @@ class Selector:
         self.normalize, self.temperature, self.progress = normalize, temperature, progress
 
     _FITTED = ("indices_", "gains_", "weights_", "objective_", "upper_bound_", "n_unassigned_", "constraint_",
-               "info_", "objective_fn_", "certificate_", "random_objective_")
+               "info_", "objective_fn_", "certificate_", "random_objective_", "representative_", "similarity_")
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (not the fitted attributes)."""
@@ -224,8 +227,11 @@ class Selector:
         if ours:
             w, unassigned = fn.assignment(order)
             weights = np.asarray(w, dtype=np.float64)
+            self.representative_, self.similarity_ = fn.representatives(order)
+            self.representative_[np.asarray(order, np.int64)] = order  # a kept sample represents itself
         else:
             weights, unassigned = np.ones(len(order)), 0
+            self.representative_, self.similarity_ = nearest_selected(X, order)
         self.indices_ = np.asarray(order, dtype=np.int64)
         self.gains_ = np.asarray(gains, dtype=np.float64)
         self.weights_ = weights
@@ -285,6 +291,26 @@ class Selector:
         if ours:
             upper = max(bound_at(fn, f_order[:con.count], con), float(objective))
         return order, gains, objective, upper
+
+
+def nearest_selected(X: Any, order: np.ndarray, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's most similar selected row by cosine (``X`` rows L2-normalised): ``(rep (n,), sim (n,))``.
+
+    O(n · b · d) time in row blocks, O(block · b) memory.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    n = int(X.shape[0])
+    S = np.asarray(X[np.sort(order)], dtype=np.float32)
+    sorted_order = np.sort(order)
+    rep = np.empty(n, np.int64)
+    sim = np.empty(n, np.float32)
+    for s in range(0, n, block):
+        P = np.asarray(X[s:s + block], dtype=np.float32) @ S.T
+        j = np.argmax(P, axis=1)
+        rep[s:s + block] = sorted_order[j]
+        sim[s:s + block] = P[np.arange(len(j)), j]
+    rep[order], sim[order] = order, 1.0
+    return rep, sim
 
 
 def bound_at(fn: Any, prefix: np.ndarray, con: Constraint) -> float:

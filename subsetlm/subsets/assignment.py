@@ -13,8 +13,9 @@ status          string   ``kept`` (in the subset), ``covered`` (represented by a
                          pruning), ``not_drawn`` (a sampling selector did not draw it)
 representative  int64    the store row of the subset sample that represents it (itself when
                          kept; -1 when none)
-similarity      float32  cosine between the sample and its representative (1 for itself;
-                         NaN when none)
+similarity      float32  cosine between the sample and its representative (for a kept sample
+                         its own coverage: 1, or less where the objective caps it, e.g.
+                         fl-mi; NaN when none)
 group           int64    duplicate group (the store row of the group's kept member), -1 when
                          the selector forms no groups
 ==============  =======  ==============================================================
@@ -71,7 +72,8 @@ def assignment_table(n: int, selected: np.ndarray, *, representative: np.ndarray
     status = np.asarray(status, dtype=object).copy()
     status[sel] = "kept"
     rep, sim = rep.copy(), sim.copy()
-    rep[sel], sim[sel] = sel, 1.0
+    rep[sel] = sel
+    sim[sel] = np.where(np.isnan(sim[sel]), 1.0, sim[sel])  # a kept sample's own coverage (1 unless capped)
     bad = sorted(set(status.tolist()) - set(STATUSES))
     if bad:
         raise ValueError(f"unknown assignment status {bad}; expected one of {', '.join(STATUSES)}")
