@@ -225,7 +225,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     # [dedup parser: subsetlm dedup STORE ... -> subsetlm.select.dedup_run]
 
-    # [dsir parser: subsetlm dsir CORPUS_OR_STORE ... -> subsetlm.select.dsir_run]
+    p = sub.add_parser("dsir", help="DSIR: importance resampling toward a target distribution on hashed word "
+                       "n-grams; writes a subset file with the KL reduction in its manifest")
+    p.add_argument("corpus", nargs="*", default=None, help="embedding store directory or corpus files / source "
+                   "names (pubmed, sotu); one row per store sample or per document")
+    p.add_argument("--out", help="subset directory to write (required)")
+    p.add_argument("--target", nargs="+", help="target text files (any corpus format: .jsonl[.gz|.zst], .parquet, "
+                   ".txt folder) or source names")
+    p.add_argument("--target-store", dest="target_store", help="target: the texts of this embedding store")
+    p.add_argument("--task", help="target: the train split of this task (JSONL or pubmed-task)")
+    p.add_argument("--budget", help="0.25 (fraction) | 5000 (count) | tokens:2e6 (token budget); default 0.25")
+    p.add_argument("--n-features", dest="n_features", type=int, help="hash buckets of the n-gram models, 2**16 .. "
+                   "2**20 (default 262144)")
+    p.add_argument("--smoothing", type=float, help="add-alpha pseudo-count per hash bucket (default 1.0)")
+    p.add_argument("--min-overlap", dest="min_overlap", type=float, help="refuse a target whose hashed n-gram "
+                   "distribution overlaps the corpus's by less than this (default 0.05; 0 = never)")
+    p.add_argument("--text-field", dest="text_field", help="corpus / target files: the text field (default text)")
+    p.add_argument("--id-field", dest="id_field", help="corpus files: the document id field (default: content "
+                   "hashes)")
+    p.add_argument("--limit", type=int, help="corpus files: use only the first N documents (default: all)")
+    p.add_argument("--seed", type=int, help="seed of the Gumbel noise and of the random reference subset (default 0)")
+    p.add_argument("--force", action="store_true", default=None, help="replace an existing --out of another "
+                   "config (default: skip when identical, refuse otherwise)")
+    _common(p)
+    p.set_defaults(stage="subsetlm.select.dsir_run")
 
     p = sub.add_parser("inspect", help="why each sample was kept or dropped: coverage, least-covered samples, "
                        "dropped -> kept pairs, per-source counts (and a PNG)")
