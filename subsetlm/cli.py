@@ -223,7 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(stage="subsetlm.evaluate.run")
 
-    # [dedup parser: subsetlm dedup STORE ... -> subsetlm.select.dedup_run]
+    p = sub.add_parser("dedup", help="semantic deduplication (SemDeDup) or D4 within k-means partitions; writes a "
+                       "subset file and assignment.parquet")
+    p.add_argument("store", nargs="?", help="embedding store directory (or `store:` in --config)")
+    p.add_argument("--out", help="subset directory to write")
+    p.add_argument("--method", choices=["semdedup", "d4"], help="semdedup (default) | d4: SemDeDup to --dedup-ratio, "
+                   "then drop the samples most similar to their k-means centroid down to --ratio")
+    p.add_argument("--eps", type=float, help="duplicates have cosine > 1 - EPS, 0 < EPS < 2 (semdedup: this or "
+                   "--target; d4: replaces --dedup-ratio)")
+    p.add_argument("--target", type=int, help="semdedup: keep exactly N samples (eps found); d4: the final size "
+                   "(replaces --ratio)")
+    p.add_argument("--keep", choices=["farthest", "centroid", "random", "longest", "score"], help="which sample of "
+                   "a duplicate group stays: farthest from the partition centroid (default, SemDeDup's), closest, "
+                   "random (--seed), most tokens, highest --score-column")
+    p.add_argument("--rule", choices=["semdedup", "components"], help="semdedup (default: drop a sample that is a "
+                   "duplicate of any sample before it in keep order, as the reference code) | components (connected "
+                   "components of the duplicate graph)")
+    p.add_argument("--partitions", type=int, help="k-means partitions (default 0 = ceil(n / 10000))")
+    p.add_argument("--scores", help="--keep score: .npy of one value per store row, or .parquet/.jsonl with `id` "
+                   "and --score-column")
+    p.add_argument("--score-column", dest="score_column", help="the score column of a .parquet/.jsonl --scores file")
+    p.add_argument("--dedup-ratio", dest="dedup_ratio", type=float, help="d4: fraction SemDeDup keeps (default 0.75)")
+    p.add_argument("--ratio", type=float, help="d4: final fraction of the samples (default 0.25)")
+    p.add_argument("--proto-partitions", dest="proto_partitions", type=int, help="d4: k-means clusters of the "
+                   "prototype step (default 0 = sqrt of the SemDeDup-kept count)")
+    p.add_argument("--no-graph", dest="use_graph", action="store_false", default=None, help="always compute "
+                   "similarities in blocks (default: use the store's cached exact kNN graph where it holds every "
+                   "duplicate; same result)")
+    p.add_argument("--seed", type=int, help="k-means and --keep random (default 0)")
+    p.add_argument("--force", action="store_true", default=None, help="replace an existing --out")
+    _common(p)
+    p.set_defaults(stage="subsetlm.select.dedup_run")
 
     p = sub.add_parser("dsir", help="DSIR: importance resampling toward a target distribution on hashed word "
                        "n-grams; writes a subset file with the KL reduction in its manifest")
