@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", help="fl-mi only: store directory or .npy of query embeddings")
     p.add_argument("--within", help="select only among the rows of this subset of the same store (e.g. the output "
                    "of subsetlm dedup); a fraction budget is a fraction of them")
+    p.add_argument("--within-weights", dest="within_weights", choices=["none", "group-size"],
+                   help="with --within a dedup subset: group-size weights each kept sample by its duplicate group's "
+                   "size (from the subset's assignment.parquet), so the coverage term counts the whole corpus "
+                   "(default none: each kept sample counts once)")
+    p.add_argument("--quality", metavar="FILE", help="per-sample quality scores q >= 0 (.npy aligned with the store "
+                   "rows, or .parquet/.jsonl with `id` and --quality-column): facility location + quality_weight * "
+                   "sum of q over the subset (default: none)")
+    p.add_argument("--quality-column", dest="quality_column", metavar="COL",
+                   help="score column of a .parquet/.jsonl --quality file (default score)")
+    p.add_argument("--quality-weight", dest="quality_weight", type=float, metavar="L",
+                   help="lambda of the quality term (default 1.0; used only with --quality)")
+    p.add_argument("--coverage-weights", dest="coverage_weights", metavar="FILE", help="per-sample weights w >= 0 "
+                   "of the coverage term, sum_i w_i max_{j in S} sim(i, j) (same formats; default: all 1)")
+    p.add_argument("--coverage-column", dest="coverage_column", metavar="COL",
+                   help="weight column of a .parquet/.jsonl --coverage-weights file (default weight)")
     p.add_argument("--merge", type=float, help="with --partitions: GreeDi merge factor F >= 1 (each partition "
                    "picks F x its share, then a weighted greedy over the winners; default 0 = off)")
     p.add_argument("--backend", choices=["local", "ray"], help="where partitions are solved (default local; ray "
