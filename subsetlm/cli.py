@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "2**20 (default 262144)")
     p.add_argument("--smoothing", type=float, help="add-alpha pseudo-count per hash bucket (default 1.0)")
     p.add_argument("--min-overlap", dest="min_overlap", type=float, help="refuse a target whose hashed n-gram "
-                   "distribution overlaps the corpus's by less than this (default 0.05; 0 = never)")
+                   "distribution overlaps the corpus's by less than this (default 0.1; 0 = never)")
     p.add_argument("--text-field", dest="text_field", help="corpus / target files: the text field (default text)")
     p.add_argument("--id-field", dest="id_field", help="corpus files: the document id field (default: content "
                    "hashes)")
