@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", default=None, help="replace an existing --out of another "
                    "config (default: skip when identical, refuse otherwise)")
     _common(p)
+    p.add_argument("--no-decontaminate", dest="decontaminate", action="store_false", default=None,
+                   help="with --task: allow rows of the task's validation/test documents (default: never drawn)")
     p.set_defaults(stage="subsetlm.select.dsir_run")
 
     p = sub.add_parser("inspect", help="why each sample was kept or dropped: coverage, least-covered samples, "

@@ -30,6 +30,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -132,3 +133,32 @@ def load_task(path: str | Path, *, text_field: str = "text", label_field: str = 
     logger.info("task %s: %d labels, train/validation/test = %d/%d/%d", task.name, len(labels), len(task.train),
                 len(task.validation), len(task.test))
     return task
+
+
+def _text_key(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(" ".join(str(text).lower().split()).encode("utf-8")).hexdigest()
+
+
+class HeldOut:
+    """The task's validation and test documents, to keep them out of any training subset.
+
+    A corpus row is held out when its document id is the group of a validation/test example,
+    or its text equals one (case and whitespace folded). Used by ``retrieve`` and ``dsir``.
+
+    >>> t = Task("t", ["a", "b"], Split(["x"], np.array([0]), ["d0"]), Split([], np.zeros(0, np.int64), []),
+    ...          Split(["A  test"], np.array([1]), ["d9"]))
+    >>> HeldOut(t).rows(["d1", "d9", "d2"], ["y", "z", "a TEST"]).tolist()
+    [False, True, True]
+    """
+
+    def __init__(self, task: "Task"):
+        self.groups = {str(g) for g in list(task.validation.groups) + list(task.test.groups)}
+        self.texts = {_text_key(t) for t in list(task.validation.texts) + list(task.test.texts)}
+
+    def rows(self, doc_ids: Any, texts: list[str]) -> np.ndarray:
+        """(len(texts),) bool: which of these rows (their document ids and texts) are held out."""
+        by_doc = np.fromiter((str(d) in self.groups for d in doc_ids), dtype=bool, count=len(texts))
+        by_text = np.fromiter((_text_key(t) in self.texts for t in texts), dtype=bool, count=len(texts))
+        return by_doc | by_text

@@ -36,7 +36,6 @@ PosixPath('subset-bm25')
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -123,10 +122,6 @@ class RetrieveConfig:
             raise ValueError(f"pool_factor={self.pool_factor}; the diverse pool must be >= the budget (>= 1)")
 
 
-def _normalise(text: str) -> str:
-    return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
-
-
 def _ground(cfg: RetrieveConfig) -> Any:
     """The rows to retrieve from: the store (one store directory given) or the corpus files read in order."""
     from subsetlm.corpus.rows import CorpusRows
@@ -148,12 +143,9 @@ def _n_tokens(ground: Any) -> np.ndarray:
 
 def _contaminated(ground: Any, task: Any, texts: list[str]) -> np.ndarray:
     """(n,) bool: rows of the task's validation/test documents (same document id, or the same text)."""
-    held = task.validation.groups + task.test.groups
-    groups = set(map(str, held))
-    hashes = {_normalise(t) for t in task.validation.texts + task.test.texts}
-    by_doc = np.isin(np.asarray(ground.doc_ids).astype(str), np.array(sorted(groups), dtype=str))
-    by_text = np.fromiter((_normalise(t) in hashes for t in texts), dtype=bool, count=len(texts))
-    return by_doc | by_text
+    from subsetlm.task import HeldOut
+
+    return HeldOut(task).rows(np.asarray(ground.doc_ids), texts)
 
 
 def _cap(u: Merged, budget: str | None, n: int, n_tokens: np.ndarray | None) -> tuple[Merged, dict]:

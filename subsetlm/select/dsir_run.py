@@ -77,6 +77,8 @@ class DSIRConfig:
     smoothing : add-α pseudo-count per bucket of the importance models (the KL uses 0.01).
     kl_buckets : buckets the KL reduction is computed on (a power of two <= n_features).
     min_overlap : refuse a target whose n-gram overlap with the corpus is below this (0 = never).
+    decontaminate : with ``task``: rows of the task's validation/test documents (same document
+        id, or the same text) are never drawn (as ``subsetlm retrieve`` does).
     limit : corpus files only: the first N documents.
     """
 
@@ -92,6 +94,7 @@ class DSIRConfig:
     smoothing: float = 1.0
     kl_buckets: int = KL_BUCKETS
     min_overlap: float = 0.1
+    decontaminate: bool = True
     text_field: str = "text"
     id_field: str | None = None
     limit: int | None = None
@@ -208,6 +211,15 @@ def _target(cfg: DSIRConfig) -> tuple[Callable[[], Iterator[list[str]]], dict[st
     return blocks, {"kind": kind, "spec": spec, "fingerprint": fp, "n_docs": n}
 
 
+def _held_out(cfg: DSIRConfig) -> Any:
+    """With ``--task`` (and ``decontaminate``): the task's validation/test documents, never drawn."""
+    if not (cfg.task and cfg.decontaminate):
+        return None
+    from subsetlm.task import HeldOut, load_task
+
+    return HeldOut(load_task(cfg.task, text_field=cfg.text_field))
+
+
 def _empty_target(target: dict[str, Any], n_ngrams: float) -> ValueError:
     return ValueError(f"the target ({target['kind']} {target['spec']}) is empty: {target['n_docs']} documents, "
                       f"{n_ngrams:.0f} word n-grams; DSIR needs example texts of the target distribution")
@@ -297,9 +309,24 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
     timings["pass1_s"] = time.perf_counter() - t
 
     t = time.perf_counter()  # pass 2: the weights; the whole Gumbel order, taken as far as the budget allows
-    logw = np.concatenate([np.asarray(hasher.transform(b) @ delta, dtype=np.float64).ravel()
-                           for b in blocks(None, "weights")])
-    chosen = _take(constraint, gumbel_top_k(logw, n, int(cfg.seed)))
+    held = _held_out(cfg)
+    doc_ids = np.asarray(ground.doc_ids) if held is not None else None
+    parts, start = [], 0
+    for b in blocks(None, "weights"):
+        w = np.asarray(hasher.transform(b) @ delta, dtype=np.float64).ravel()
+        if held is not None:  # the task's validation/test documents are never drawn
+            w[held.rows(doc_ids[start:start + len(b)], b)] = -np.inf
+        parts.append(w)
+        start += len(b)
+    logw = np.concatenate(parts)
+    n_excluded = int(np.isneginf(logw).sum())
+    if n_excluded:
+        logger.info("decontamination: %d of %d rows belong to the task's validation/test documents and are never "
+                    "drawn", n_excluded, n)
+    if constraint.kind == "count" and constraint.count > n - n_excluded:
+        raise ValueError(f"budget {cfg.budget} = {constraint.count} rows, but only {n - n_excluded} of the {n} rows "
+                         f"may be drawn ({n_excluded} are the task's validation/test documents); lower --budget")
+    chosen = _take(constraint, gumbel_top_k(logw, n - n_excluded, int(cfg.seed)))
     timings["pass2_s"] = time.perf_counter() - t
 
     t = time.perf_counter()  # pass 3: the selected rows' counts -> the KL reduction
@@ -313,9 +340,11 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
                        "too large to shift the subset", kl["kl_reduction"], kl["kl_target_raw"])
     info = {"method": "dsir", "budget": str(cfg.budget), "constraint": constraint.describe(),
             "n_selected": len(chosen), "target": target, "overlap": ov, "kl_reduction": kl["kl_reduction"],
+            "n_excluded": n_excluded,
             "kl": {k: v for k, v in kl.items() if k != "kl_reduction"},
             "random_subset": {"size": int(rand.sum()), "seed": [int(cfg.seed), RANDOM_STREAM]},
-            "log_weight": {"min": float(logw.min()), "max": float(logw.max()), "mean": float(logw.mean()),
+            "log_weight": {"min": float(logw[np.isfinite(logw)].min()), "max": float(logw.max()),
+                           "mean": float(logw[np.isfinite(logw)].mean()),
                            "selected_mean": float(logw[chosen].mean()) if len(chosen) else None},
             "gain": "log importance weight", "weight": "1 (the resampled subset follows the target as is)"}
     timings["total_s"] = time.perf_counter() - t0

@@ -274,3 +274,24 @@ def test_rankings_agree_with_the_data_selection_package(tmp_path, data):
         # tokens agree here (no punctuation inside these texts but the final period, a token of its own there)
         print(f"smoothing={smoothing}: Spearman {rho:.4f}, top-quarter overlap {top:.3f}")
         assert rho > min_rho and top > min_top, (smoothing, rho, top)
+
+
+def test_the_tasks_held_out_documents_are_never_drawn(tmp_path, data):
+    """With --task, the corpus rows that are the task's validation/test texts get weight 0 (as retrieve does)."""
+    corpus, _, _, raw = data
+    texts = _cardio(30, seed=7)
+    held = texts[10:]  # validation and test examples ...
+    splits = ["train"] * 10 + ["validation"] * 10 + ["test"] * 10
+    task = _write_jsonl(tmp_path / "task.jsonl", [{"text": t, "label": i % 2, "split": s}
+                                                  for i, (t, s) in enumerate(zip(texts, splits))])
+    docs = [{"text": t} for t in raw] + [{"text": "  " + t.upper()} for t in held]  # ... copied into the corpus
+    big = _write_jsonl(tmp_path / "big.jsonl", docs)
+    with pytest.raises(ValueError, match="only 400 of the 420 rows may be drawn"):
+        dsir(DSIRConfig(corpus=[str(big)], task=str(task), budget="401", out=str(tmp_path / "a")))
+    assert _nothing_written(tmp_path / "a")
+    sub = read_subset(dsir(DSIRConfig(corpus=[str(big)], task=str(task), budget="400", out=str(tmp_path / "a"))))
+    assert sub.size == 400 and sub.manifest["selection"]["n_excluded"] == 20
+    assert not np.isin(sub.indices, np.arange(400, 420)).any()
+    loose = read_subset(dsir(DSIRConfig(corpus=[str(big)], task=str(task), budget="420", decontaminate=False,
+                                        out=str(tmp_path / "b"))))
+    assert loose.manifest["selection"]["n_excluded"] == 0 and np.isin(loose.indices, np.arange(400, 420)).any()
