@@ -126,6 +126,20 @@ def evaluate(order, indptr, rev_idx, rev_sim, n):
 
 
 @njit(cache=True)
+def scale_lists(rev_idx, rev_sim, weights):
+    """Weighted reverse lists: ``out[p] = float32(float64(rev_sim[p]) * weights[rev_idx[p]])``.
+
+    Row i of the graph (the entries whose ground point is i) scaled by ``weights[i]``
+    (float64 >= 0): the coverage term ``w_i max_j s_ij`` as plain facility location on the
+    scaled similarities (``max_j w_i s_ij = w_i max_j s_ij`` for ``w_i >= 0``).
+    """
+    out = np.empty(rev_sim.shape[0], np.float32)
+    for p in range(rev_sim.shape[0]):
+        out[p] = np.float32(np.float64(rev_sim[p]) * weights[rev_idx[p]])
+    return out
+
+
+@njit(cache=True)
 def best_owner(order, indptr, rev_idx, rev_sim, n):
     """Each ground point's best selected neighbour: ``(best (n,) float32, owner (n,) int64)``.
 
@@ -180,10 +194,14 @@ def heapify(keys, idx):
 
 @njit(cache=True)
 def lazy_steps(n_steps, keys, idx, size, stamp, step0, order, gains, indptr, rev_idx, rev_sim, cur,
-               min_gain):
+               min_gain, bonus):
     """Run up to ``n_steps`` lazy-greedy steps on the heap (keys, idx, size).
 
     ``stamp[j]`` = step at which ``keys`` for j was computed (fresh iff == current step).
+    ``bonus`` (n,) float64 or None: a modular term added to every gain (``gain(j) = _gain(j)
+    + bonus[j]``, the same float64 addition as :meth:`SparseFacilityLocation.gains`). With
+    None, numba compiles a specialisation without it (dead-branch pruning on ``is None``): a
+    plain lazy greedy runs the same machine code, at the same speed, as before the term existed.
     Writes the picks into ``order[step0:]`` / ``gains[step0:]``. Stops early if the heap
     empties or the best gain is < ``min_gain``. Returns ``(steps_done, size, n_evals)``.
     """
@@ -196,6 +214,8 @@ def lazy_steps(n_steps, keys, idx, size, stamp, step0, order, gains, indptr, rev
             if stamp[j] == step:
                 break
             g = _gain(j, indptr, rev_idx, rev_sim, cur)
+            if bonus is not None:  # None: numba prunes the branch (the code of a plain lazy greedy)
+                g += bonus[j]
             n_evals += 1
             stamp[j] = step
             keys[0] = g

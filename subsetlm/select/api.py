@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 FUNCTIONS = tuple(OBJECTIVES)
 BACKENDS = ("local", "ray")
+WITHIN_WEIGHTS = ("none", "group-size")
 
 
 @dataclass
@@ -63,6 +64,18 @@ class SelectConfig:
     within : a subset of the same store (e.g. ``subsetlm dedup``'s output): select only among
         its rows (a fraction budget is a fraction of them); recorded in the manifest's
         ``provenance``, and its rows' fingerprint is part of the output's identity.
+    quality, quality_column, quality_weight : a per-sample score file (``.npy`` aligned with
+        the store's rows, or ``.parquet`` / ``.jsonl`` with ``id`` and the column
+        ``quality_column``, default ``score``; :mod:`subsetlm.select.scores`) and ``λ``
+        (default 1.0, used only with a file): adds ``λ Σ_{j∈S} q_j`` to facility location.
+    coverage_weights, coverage_column : a score file (same formats, column default
+        ``weight``) of per-sample weights ``w_i >= 0`` of the coverage term
+        ``Σ_i w_i max_{j∈S} s_ij``.
+    within_weights : ``none`` (default) or ``group-size``: with ``within`` a dedup subset,
+        weight each kept sample by its duplicate group's size (times the coverage weights,
+        summed over the group), read from the subset's ``assignment.parquet`` (``group``).
+        The files used (path, column, sha256 of the file and of the values) are recorded in
+        the manifest's ``weighting``; the values' hashes are part of the output's identity.
     backend : ``local`` (worker processes) or ``ray`` (one Ray task per partition, on the
         cluster at ``ray_address``: ``auto``, ``HOST:PORT``, or None for ``RAY_ADDRESS`` / a
         local instance); needs ``partitions > 1``. Same subset file either way.
@@ -87,6 +100,12 @@ class SelectConfig:
     source_proportions: dict[str, float] | None = None
     merge: float = 0.0
     within: str | None = None
+    quality: str | None = None
+    quality_column: str = "score"
+    quality_weight: float = 1.0
+    coverage_weights: str | None = None
+    coverage_column: str = "weight"
+    within_weights: str = "none"
     backend: str = "local"
     ray_address: str | None = None
     force: bool = False
@@ -100,7 +119,7 @@ class SelectConfig:
         from subsetlm.select.budget import parse_budget
 
         for name, choices in (("function", FUNCTIONS), ("sampling", SAMPLINGS), ("kernel", KERNELS),
-                              ("backend", BACKENDS)):
+                              ("backend", BACKENDS), ("within_weights", WITHIN_WEIGHTS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.partitions < 0:
@@ -111,6 +130,12 @@ class SelectConfig:
         if self.merge and self.partitions <= 1:
             raise ValueError(f"merge={self.merge}: the GreeDi merge combines partitions; pass --partitions P (P > 1) "
                              "or drop --merge")
+        if self.within_weights != "none" and not self.within:
+            raise ValueError(f"within_weights={self.within_weights!r} weights the rows of a --within dedup subset by "
+                             "their duplicate groups: pass --within SUBSET, or drop --within-weights")
+        lam = self.quality_weight
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not np.isfinite(lam) or lam < 0:
+            raise ValueError(f"quality_weight={lam!r}; expected a finite number >= 0 (λ of the quality term)")
         if self.function == "fl-mi" and not self.queries:
             raise ValueError("function='fl-mi' selects samples that cover a query set: pass --queries STORE_OR_NPY")
         kind = {"tokens": "knapsack"}.get(parse_budget(self.budget).kind, "count")
@@ -120,17 +145,19 @@ class SelectConfig:
                 raise ValueError("a token budget and source_proportions cannot be combined; give a count or "
                                  "fraction budget with source_proportions, or drop them")
         sel = self.selector()
+        weighted = bool(self.quality or self.coverage_weights or self.within_weights != "none")
         if self.partitions > 1:
-            self.partitioned(sel).check(kind, queries_given=bool(self.queries))
+            self.partitioned(sel).check(kind, queries_given=bool(self.queries), weighting_given=weighted)
         else:
-            sel.check(kind, queries_given=bool(self.queries))
+            sel.check(kind, queries_given=bool(self.queries), weighting_given=weighted)
 
     def selector(self, queries: np.ndarray | None = None, progress: bool = False) -> Selector:
-        """The :class:`~subsetlm.select.selector.Selector` this config describes."""
+        """The :class:`~subsetlm.select.selector.Selector` this config describes (score files not read:
+        ``select`` reads them and passes the arrays to ``select_array``)."""
         return Selector(budget=self.budget, objective=self.function, kernel=self.kernel, optimizer=self.optimizer,
                         sampling=self.sampling, k=self.k, index_kind=self.index_kind, epsilon=self.epsilon,
                         seed=self.seed, source_proportions=self.source_proportions or None, queries=queries,
-                        progress=progress)
+                        progress=progress, quality_weight=float(self.quality_weight) if self.quality else 0.0)
 
     def partitioned(self, selector: Selector, labels: Any = None, executor: Any = None) -> Any:
         from subsetlm.select.partitioned import Partitioned
@@ -146,6 +173,8 @@ def _subset_identity(path: Path) -> dict[str, Any]:
     ident = {"config": m.get("config"), "store": (m.get("store") or {}).get("fingerprint")}
     if "provenance" in m and "within" in m["provenance"]:
         ident["within"] = m["provenance"]["within"].get("rows_sha256")
+    if m.get("weighting"):
+        ident["weighting"] = {k: v.get("values_sha256") for k, v in m["weighting"].items()}
     return ident
 
 
@@ -209,9 +238,12 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     store = EmbeddingStore.open(cfg.store)
     config = _config_identity(cfg)
     rows, provenance = _within(cfg.within, store)
+    coverage, quality, weighting = _weighting(cfg, store)
     ident = {"config": config, "store": store.fingerprint}
     if provenance:
         ident["within"] = provenance["provenance"]["within"]["rows_sha256"]
+    if weighting:
+        ident["weighting"] = {k: v["values_sha256"] for k, v in weighting.items()}
     out = Output(out_path, ident, what="subset", read_identity=_subset_identity)
     if out.up_to_date(cfg.force):
         return out_path
@@ -242,7 +274,8 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
                        epsilon=cfg.epsilon, seed=cfg.seed, index_kind=cfg.index_kind, graph=graph,
                        progress=progress, executor=executor, merge=cfg.merge, function=cfg.function,
                        queries=queries, sources=store.sources if cfg.source_proportions else None,
-                       source_proportions=cfg.source_proportions or None, rows=rows)
+                       source_proportions=cfg.source_proportions or None, rows=rows, coverage_weights=coverage,
+                       quality=quality, quality_weight=float(cfg.quality_weight) if quality is not None else 0.0)
     timings["select_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
@@ -254,6 +287,12 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
         "selection": {k: v for k, v in sel.info.items() if not isinstance(v, float) or np.isfinite(v)},
         **provenance,
     }
+    if weighting:
+        manifest["weighting"] = weighting
+        if quality is not None:  # what the quality term did: mean q of the subset vs its ground set
+            ground = quality if rows is None else quality[rows]
+            weighting["quality"].update(mean_selected=float(quality[sel.indices].mean()),
+                                        mean_ground=float(ground.mean()))
     path = write_subset(out_path, store=store, indices=sel.indices, gains=sel.gains, weights=sel.weights,
                         partitions=sel.partitions, manifest=manifest, stats={"timings": timings},
                         overwrite=cfg.force or out_path.exists(),
@@ -272,10 +311,13 @@ def summary(path: Path) -> str:
     sub = read_subset(path)
     c = sub.manifest.get("certificate", {})
     ratio = c.get("ratio")
+    q = (sub.manifest.get("weighting") or {}).get("quality") or {}
     return (f"wrote {path}: {sub.size} of {sub.manifest.get('n_ground')} samples; "
             f"f(S)={c.get('objective', float('nan')):.4g}"
             + (f", >= {ratio:.4f} of optimal (certificate), random subset f={c.get('random_objective'):.4g}"
-               if ratio is not None and c.get("random_objective") is not None else ""))
+               if ratio is not None and c.get("random_objective") is not None else "")
+            + (f"; quality (λ={q['quality_weight']:g}): mean q {q['mean_selected']:.4g} in the subset vs "
+               f"{q['mean_ground']:.4g} in the ground set" if "mean_selected" in q else ""))
 
 
 STAGE = Stage("select", SelectConfig, select, summary)
@@ -291,7 +333,42 @@ def _config_identity(cfg: SelectConfig) -> dict[str, Any]:
     config["kernel"] = resolve_kernel(cfg.function, cfg.kernel)
     if not cfg.merge:  # added after schema 1 subsets were written: keep their configs comparable
         config.pop("merge")
+    unused = [] if cfg.quality else ["quality", "quality_column", "quality_weight"]  # likewise: weighting
+    unused += [] if cfg.coverage_weights else ["coverage_weights", "coverage_column"]
+    unused += ["within_weights"] if cfg.within_weights == "none" else []
+    for key in unused:
+        config.pop(key)
     return portable(config)
+
+
+def _weighting(cfg: SelectConfig, store: Any) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """``(coverage weights (n,), quality (n,), manifest record)`` from the config's score files (None when unused)."""
+    from subsetlm.select.scores import file_sha256, group_size_weights, read_scores, values_sha256
+
+    record: dict[str, Any] = {}
+    coverage = quality = None
+    if cfg.quality:
+        quality, rec = read_scores(cfg.quality, store.ids, column=cfg.quality_column, doc_ids=store.doc_ids,
+                                   what="--quality")
+        record["quality"] = dict(rec, quality_weight=float(cfg.quality_weight))
+    if cfg.coverage_weights:
+        coverage, rec = read_scores(cfg.coverage_weights, store.ids, column=cfg.coverage_column,
+                                    doc_ids=store.doc_ids, what="--coverage-weights")
+        record["coverage_weights"] = rec
+    if cfg.within_weights == "group-size":
+        from subsetlm.subsets.assignment import ASSIGNMENT_FILE, read_assignment
+
+        table = read_assignment(cfg.within)
+        if table.num_rows != store.n:
+            raise ValueError(f"--within {cfg.within}: its {ASSIGNMENT_FILE} has {table.num_rows} rows, the store "
+                             f"{store.n}; re-run the dedup on this store")
+        coverage = group_size_weights(table, coverage, where=f"--within {cfg.within}")
+        path = Path(cfg.within) / ASSIGNMENT_FILE
+        rec = dict(record.get("coverage_weights", {"path": None, "column": None, "sha256": None}))
+        rec.update(values_sha256=values_sha256(coverage),
+                   within_group_sizes={"path": str(path), "sha256": file_sha256(path)})
+        record["coverage_weights"] = rec
+    return coverage, quality, record
 
 
 def _load_queries(spec: str) -> np.ndarray:

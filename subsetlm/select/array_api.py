@@ -16,6 +16,10 @@ Example
 >>> sub = select_array(X, budget=10, k=10, rows=np.arange(0, 500, 2))   # only among the even rows
 >>> bool((sub.indices % 2 == 0).all()), int(sub.representative[1])
 (True, -1)
+>>> q = np.random.default_rng(1).uniform(size=500)   # quality scores >= 0
+>>> good = select_array(X, budget=50, k=10, quality=q, quality_weight=5.0)
+>>> bool(q[good.indices].mean() > q[sel.indices].mean())
+True
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ def select_array(
     sources: np.ndarray | None = None,
     source_proportions: dict[str, float] | None = None,
     rows: np.ndarray | None = None,
+    coverage_weights: np.ndarray | None = None,
+    quality: np.ndarray | None = None,
+    quality_weight: float = 0.0,
 ) -> Selection:
     """Select a subset of the rows of ``X``: a :class:`~.selector.Selector`, partitioned when asked.
 
@@ -97,6 +104,11 @@ def select_array(
         the ground set, so a fraction budget is a fraction of them; ``n_tokens``, ``sources``
         and ``partitions`` labels are given for all of ``X`` and restricted here; ``indices``
         are rows of ``X``; ``representative`` is -1 outside ``rows``.
+    coverage_weights : (n,) floats >= 0: each row's weight in the coverage term (weighted
+        facility location; e.g. ``1 / |group|``, or a duplicate group's size for its kept member).
+    quality, quality_weight : (n,) scores ``q >= 0`` and ``λ >= 0`` (default 0, off): adds
+        ``λ Σ_{j∈S} q_j`` to the objective, f(S) = Σ_i w_i max_{j∈S} max(s_ij, 0) + λ Σ_{j∈S} q_j.
+        Like ``n_tokens``, these are given for all of ``X`` and restricted to ``rows`` and partitions.
 
     Returns
     -------
@@ -109,10 +121,12 @@ def select_array(
                             partitions=partitions, k=k, optimizer=optimizer, kernel=kernel, sampling=sampling,
                             n_jobs=n_jobs, epsilon=epsilon, seed=seed, index_kind=index_kind, progress=progress,
                             executor=executor, merge=merge, function=function, queries=queries,
-                            source_proportions=source_proportions)
+                            source_proportions=source_proportions, coverage_weights=coverage_weights,
+                            quality=quality, quality_weight=quality_weight)
     sel = Selector(budget=budget, objective=function, kernel=kernel, optimizer=optimizer, sampling=sampling, k=k,
                    index_kind=index_kind, epsilon=epsilon, seed=seed, source_proportions=source_proportions,
-                   queries=queries, progress=progress)
+                   queries=queries, progress=progress, coverage_weights=coverage_weights, quality=quality,
+                   quality_weight=quality_weight)
     labels = partitions
     if isinstance(partitions, np.ndarray) and len(np.unique(partitions)) <= 1:
         labels = 0
@@ -149,7 +163,7 @@ def _budget_info(con: Any) -> dict[str, Any]:
 
 
 def _within_rows(X: Any, budget: Any, rows: np.ndarray, *, graph: Any, n_tokens: Any, sources: Any, partitions: Any,
-                 **kw: Any) -> Selection:
+                 coverage_weights: Any, quality: Any, **kw: Any) -> Selection:
     """``select_array`` on ``X[rows]``, mapped back to rows of ``X``."""
     n = int(X.shape[0])
     rows = np.unique(rows.astype(np.int64))
@@ -158,12 +172,16 @@ def _within_rows(X: Any, budget: Any, rows: np.ndarray, *, graph: Any, n_tokens:
     if graph is not None:
         raise ValueError("graph= is a kNN graph of all of X; with rows= the graph of the rows is built: drop graph=")
 
-    def take(a: Any) -> Any:
+    def take(a: Any, name: str = "") -> Any:
+        if a is not None and name and np.shape(a) != (n,):
+            raise ValueError(f"{name}: expected one value per row of X, shape ({n},) (restricted to rows= here); "
+                             f"got shape {np.shape(a)}")
         return None if a is None else np.asarray(a)[rows]
 
     parts = take(partitions) if isinstance(partitions, np.ndarray) else partitions
     sub = select_array(np.asarray(X[rows]), budget, n_tokens=take(n_tokens), sources=take(sources),
-                       partitions=parts, **kw)
+                       partitions=parts, coverage_weights=take(coverage_weights, "coverage_weights"),
+                       quality=take(quality, "quality"), **kw)
     rep = np.full(n, -1, np.int64)
     sim = np.full(n, np.nan, np.float32)
     if sub.representative is not None:

@@ -49,7 +49,8 @@ def _weighted_assignment(nb: np.ndarray, sims: np.ndarray, weights: np.ndarray, 
 
 
 def greedi_merge(X: Any, union: np.ndarray, weights: np.ndarray, budget: int, *, k: int = 32,
-                 optimizer: str = "lazy", seed: int = 0, index_kind: str = "auto") -> dict:
+                 optimizer: str = "lazy", seed: int = 0, index_kind: str = "auto",
+                 modular: np.ndarray | None = None) -> dict:
     """The merge round: weighted facility location over ``union`` rows of ``X``.
 
     Parameters
@@ -58,6 +59,7 @@ def greedi_merge(X: Any, union: np.ndarray, weights: np.ndarray, budget: int, *,
     union : (u,) int64 ground rows (the partition winners).
     weights : (u,) ground points each winner covered in its partition (>= 0).
     budget : final subset size, 1 <= budget <= u.
+    modular : (u,) ``λ q >= 0`` of the union rows, optional: the quality term, kept in the merge.
 
     Returns
     -------
@@ -85,7 +87,8 @@ def greedi_merge(X: Any, union: np.ndarray, weights: np.ndarray, budget: int, *,
     g = knn_graph(Xu, k=kk, cfg=IndexConfig(k=kk, kind=index_kind, seed=seed))
     sims = np.maximum(np.asarray(g.similarities, dtype=np.float32), 0.0)
     nb = np.asarray(g.neighbors)
-    fn = SparseFacilityLocation(SimpleNamespace(neighbors=nb, similarities=(sims * w[:, None]).astype(np.float32)))
+    fn = SparseFacilityLocation(SimpleNamespace(neighbors=nb, similarities=(sims * w[:, None]).astype(np.float32)),
+                                modular=modular)
     res = greedy(fn, int(budget), optimizer=optimizer, seed=seed)
     rep = _weighted_assignment(nb, sims, w, res.order)
     rnd = float(fn.evaluate(random_subset(u, int(budget), seed)))

@@ -12,7 +12,9 @@ Optimizers (registry kind ``"optimizer"``):
   it picks exactly what ``stochastic`` picks for the same seed, with fewer evaluations.
 
 Certificate: for any prefix S_t and |S| <= b, OPT <= f(S_t) + sum of the b largest marginal
-gains w.r.t. S_t (any upper bounds on those gains, e.g. stale lazy gains, keep it valid).
+gains w.r.t. S_t (any upper bounds on those gains, e.g. stale lazy gains, keep it valid). It
+needs only f monotone submodular, so it holds for weighted facility location with a
+non-negative modular (quality) term too (proof: :mod:`subsetlm.select.facility_location`).
 ``upper_bound`` is the minimum over the prefixes where it was computed.
 
 Cost-aware greedy (``costs`` + ``cost_budget``): picks by gain / cost among the candidates
@@ -206,27 +208,28 @@ def _lazy_sparse(fn, b, cands, ctx):
     inset = np.zeros(fn.n, bool)
     cmask = np.zeros(fn.n, bool)
     cmask[cands] = True
+    bonus = fn.modular  # the modular (quality) term, or None
     marks = sorted(_schedule(b)) if bound.enabled else [0, b]
     exact = {b * q // 10 for q in range(1, 11)}  # the minimum is usually near 0.2-0.4 b
     bar = _pbar(ctx["progress"], b, "lazy greedy")
     t, size = 0, len(idx)
     for stop in marks[1:]:
         done, size, ne = K.lazy_steps(stop - t, keys, idx, size, stamp, t, order, gains,
-                                      fn.indptr, fn.rev_idx, fn.rev_sim, fn.cur, -np.inf)
+                                      fn.indptr, fn.rev_idx, fn.rev_sim, fn.cur, -np.inf, bonus)
         evals += ne
         inset[order[t:t + done]] = True
         t += done
         if bar is not None:
             bar.update(done)
         if bound.enabled and size > 0:
-            f_t = float(fn.cur.astype(np.float64).sum())
+            f_t = fn.value_of_state(order[:t])
             if t in exact:  # exact gains of all remaining candidates: one O(nnz) pass
                 bound.add(f_t, fn.gains(np.flatnonzero(cmask & ~inset)))
             else:  # the heap's keys are upper bounds on the current gains (stale or fresh)
                 bound.add(f_t, keys[:size])
     if bar is not None:
         bar.close()
-    fn.value = float(fn.cur.astype(np.float64).sum())
+    fn.value = fn.value_of_state(order[:t])
     return order[:t], gains[:t], evals
 
 

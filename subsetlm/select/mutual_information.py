@@ -73,7 +73,8 @@ def query_focused_graph(graph: Any, relevance: np.ndarray, eta: float = 1.0) -> 
 
 
 def flmi_select(X: np.ndarray, relevance: np.ndarray, budget: int, *, k: int = 32, eta: float = 1.0,
-                optimizer: str = "lazy", seed: int = 0, index_kind: str = "auto", progress: bool = False) -> Any:
+                optimizer: str = "lazy", seed: int = 0, index_kind: str = "auto", progress: bool = False,
+                weights: np.ndarray | None = None, modular: np.ndarray | None = None) -> Any:
     """Greedy maximisation of I_f(S; Q) over the rows of ``X`` (the candidate pool).
 
     Parameters
@@ -82,6 +83,9 @@ def flmi_select(X: np.ndarray, relevance: np.ndarray, budget: int, *, k: int = 3
     relevance : (m,) ``max_q s_iq`` of every pool row (:func:`query_relevance`).
     budget : samples to pick, 1 <= budget <= m.
     k : neighbours per row in the pool's kNN graph (``k >= m`` = exact).
+    weights, modular : (m,) coverage weights ``w_i >= 0`` of the pool rows and a modular
+        quality term ``λ q_j >= 0``: ``Σ_i w_i min(max_j s_ij, η rel_i) + Σ_{j∈S} λ q_j``, still
+        monotone submodular (:mod:`~.facility_location`), same certificate.
 
     Returns
     -------
@@ -100,7 +104,7 @@ def flmi_select(X: np.ndarray, relevance: np.ndarray, budget: int, *, k: int = 3
                          f"(--pool-factor) or lower --budget")
     kk = min(int(k), m)
     graph = knn_graph(X, k=kk, cfg=IndexConfig(k=kk, kind=index_kind, seed=seed), progress=progress)
-    fn = SparseFacilityLocation(query_focused_graph(graph, relevance, eta))
+    fn = SparseFacilityLocation(query_focused_graph(graph, relevance, eta), weights=weights, modular=modular)
     res = greedy(fn, int(budget), optimizer=optimizer, seed=seed, progress=progress)
     res.weights = np.asarray(fn.assign(res.order), dtype=np.float64)
     res.random_objective = float(fn.evaluate(random_subset(m, int(budget), seed)))

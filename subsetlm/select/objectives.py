@@ -15,7 +15,9 @@ disparity-min       dense                    submodlib (not submodular: a greedy
 disparity-sum       dense                    submodlib
 ==================  =======================  ==========================================================
 
-``kernel="auto"`` resolves to the first kernel listed. :func:`build_objective` returns either
+``kernel="auto"`` resolves to the first kernel listed. The objectives on our greedy also take
+per-sample coverage weights and a modular quality term (``weights=``, ``modular=``: weighted
+facility location, :mod:`~.facility_location`); submodlib's refuse them. :func:`build_objective` returns either
 an object with our greedy interface (``n, value, reset, gain, gains, update, evaluate,
 assignment``) or a :class:`~.submodlib_functions.SubmodlibObjective` (``n, maximize,
 evaluate``); :func:`is_ours` tells which.
@@ -94,7 +96,8 @@ def _graph(X: np.ndarray, k: int, index_kind: str, seed: int, worker: bool, prog
 def build_objective(objective: str, X: Any, *, kernel: str = "auto", k: int = 32, index_kind: str = "auto",
                     seed: int = 0, graph: Any = None, queries: np.ndarray | None = None, eta: float = 1.0,
                     lambda_: float | None = None, metric: str = "cosine", optimizer: str = "lazy",
-                    memory_limit_gb: float = 4.0, worker: bool = False, progress: bool = False) -> Any:
+                    memory_limit_gb: float = 4.0, worker: bool = False, progress: bool = False,
+                    weights: np.ndarray | None = None, modular: np.ndarray | None = None) -> Any:
     """Build ``objective`` over the rows of ``X``.
 
     Parameters
@@ -110,6 +113,8 @@ def build_objective(objective: str, X: Any, *, kernel: str = "auto", k: int = 32
         optimizers run on a seeded permutation).
     worker : building one partition inside a worker (small exact graphs, one thread; tiny
         partitions, ``n <= k``, get the dense kernel).
+    weights : (n,) coverage weights ``w_i >= 0``; ``modular`` : (n,) ``λ q_j >= 0`` per candidate
+        (facility location and sparse fl-mi only; see :mod:`~.facility_location`).
 
     Returns
     -------
@@ -126,6 +131,10 @@ def build_objective(objective: str, X: Any, *, kernel: str = "auto", k: int = 32
     if not is_ours(objective, kernel):
         from subsetlm.select.submodlib_functions import SubmodlibObjective
 
+        if weights is not None or modular is not None:
+            raise ValueError(f"{objective} ({kernel} kernel) runs through submodlib, which takes no coverage weights "
+                             "or quality term; use facility-location (or fl-mi on the sparse kernel)")
+
         return SubmodlibObjective(objective, np.asarray(X, dtype=np.float32), queries=queries,
                                   optimizer=SUBMODLIB_OPTIMIZERS[optimizer], metric=metric, lambda_=lambda_,
                                   eta=eta, seed=seed, memory_limit_gb=memory_limit_gb)
@@ -134,13 +143,16 @@ def build_objective(objective: str, X: Any, *, kernel: str = "auto", k: int = 32
                          "uses cosine similarity and takes neither")
     if objective == "facility-location" and kernel == "dense":
         Xf = np.asarray(X, dtype=np.float32)
-        return DenseFacilityLocation(Xf, kernel="precompute" if worker and len(Xf) <= 8192 else None)
+        return DenseFacilityLocation(Xf, kernel="precompute" if worker and len(Xf) <= 8192 else None,
+                                     weights=weights, modular=modular)
     if worker and graph is None and X.shape[0] <= k and objective == "facility-location":
-        return DenseFacilityLocation(np.asarray(X, dtype=np.float32), kernel="precompute")
+        return DenseFacilityLocation(np.asarray(X, dtype=np.float32), kernel="precompute", weights=weights,
+                                     modular=modular)
     if graph is None:
         graph = _graph(X, k, index_kind, seed, worker, progress)
     if objective == "fl-mi":
         from subsetlm.select.mutual_information import query_focused_graph, query_relevance
 
-        return SparseFacilityLocation(query_focused_graph(graph, query_relevance(X, queries), eta))
-    return SparseFacilityLocation(graph)
+        return SparseFacilityLocation(query_focused_graph(graph, query_relevance(X, queries), eta), weights=weights,
+                                      modular=modular)
+    return SparseFacilityLocation(graph, weights=weights, modular=modular)

@@ -12,7 +12,11 @@ replacement with p ∝ 1 + g + g²/2 over the normalised gains
 (:func:`subsetlm.select.sampling.taylor_softmax_sample`).
 
 The objective and certificate are sums over partitions of the per-partition facility
-location (each point is covered only by elements of its own partition).
+location (each point is covered only by elements of its own partition). A selector's
+coverage weights and quality scores are given for all n rows and restricted to each
+partition's rows (the sum of the per-partition weighted objectives is the weighted
+objective of the union); the GreeDi merge weights each winner by the coverage weight it
+carries (the sum of ``w_i`` over the points it represents) and keeps the quality term.
 
 Example
 -------
@@ -59,6 +63,8 @@ class PartitionedResult:
         has no certificate, e.g. submodlib's functions).
     n_unassigned : points whose kNN list holds no selected element.
     random_objective : sum over partitions of f(a seeded random subset of the same size).
+    coverage_mass : (b,) float64 sum of the coverage weights of the points each element
+        represents in its partition (None without coverage weights): the GreeDi merge's weights.
     """
 
     indices: np.ndarray
@@ -75,6 +81,7 @@ class PartitionedResult:
     n_unassigned: int = 0
     random_objective: float | None = None
     info: dict = field(default_factory=dict)
+    coverage_mass: np.ndarray | None = None
 
     @property
     def order(self) -> np.ndarray:
@@ -134,7 +141,14 @@ def _solve(task: dict) -> dict:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # MiB (Linux reports KiB)
     rep = np.where(sel.representative_ >= 0, rows[np.maximum(sel.representative_, 0)], -1)
-    return {"random_objective": float(sel.objective_fn_.evaluate(rand)), "label": task["label"],
+    extra = {}
+    if sel.coverage_weights is not None:  # the weight each pick carries: Σ w_i over the points it represents
+        pos = np.full(m, -1, np.int64)
+        pos[local] = np.arange(len(local))
+        has = sel.representative_ >= 0
+        extra["mass"] = np.bincount(pos[sel.representative_[has]], minlength=len(local),
+                                    weights=np.asarray(sel.coverage_weights, np.float64)[has])
+    return {**extra, "random_objective": float(sel.objective_fn_.evaluate(rand)), "label": task["label"],
             "rep": rep, "sim": sel.similarity_,
             "indices": rows[local], "gains": sel.gains_, "weights": np.rint(sel.weights_).astype(np.int64),
             "unassigned": sel.n_unassigned_, "objective": sel.objective_, "upper_bound": sel.upper_bound_,
@@ -168,9 +182,10 @@ class Partitioned:
         self.selector, self.partitions, self.merge, self.n_jobs, self.executor = \
             selector, partitions, merge, n_jobs, executor
 
-    def check(self, constraint_kind: str = "count", *, queries_given: bool | None = None) -> None:
+    def check(self, constraint_kind: str = "count", *, queries_given: bool | None = None,
+              weighting_given: bool | None = None) -> None:
         """Validate the wrapper's parameters with the selector's (ValueError naming the choices)."""
-        self.selector.check(constraint_kind, queries_given=queries_given)
+        self.selector.check(constraint_kind, queries_given=queries_given, weighting_given=weighting_given)
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer)) or self.n_jobs < 1:
             raise ValueError(f"n_jobs={self.n_jobs!r}; expected an int >= 1")
         if self.merge and (self.merge < 1 or self.selector.sampling != "topk"):
@@ -187,6 +202,7 @@ class Partitioned:
             graph_builder: Callable | None = None, n: int | None = None) -> "Partitioned":
         """Select from the rows of ``X`` ((n, d) array, memmap or ``.npy`` path), or from
         ``graph_builder(rows) -> KNNGraph`` (local indexing) with ``X=None`` and ``n`` given."""
+        from subsetlm.select.facility_location import check_nonnegative
         from subsetlm.select.selector import _check_X
 
         t0 = time.perf_counter()
@@ -201,6 +217,8 @@ class Partitioned:
         labels = self._labels(X, n)
         con = self.selector.constraint(n, n_tokens=n_tokens, sources=sources)
         self.check(con.kind)
+        for name in ("coverage_weights", "quality"):  # given for all n rows, restricted per partition
+            check_nonnegative(getattr(self.selector, name), n, name)
         if X is not None:
             _check_X(X)
         uniq, inv = np.unique(labels, return_inverse=True)
@@ -219,7 +237,8 @@ class Partitioned:
                 continue
             rows = parts[p]
             sel = self.selector.set_params(seed=_seed_for(self.selector.seed, int(lbl)), progress=False,
-                                           k=int(min(self.selector.k, len(rows))))
+                                           k=int(min(self.selector.k, len(rows))),
+                                           **_weighting_of(self.selector, rows))
             task = {"label": int(lbl), "rows": rows, "constraint": subs[p], "selector": sel, "builder": graph_builder}
             if graph_builder is None:
                 task["source"] = source if source is not None else _finite_rows(X, rows)
@@ -232,6 +251,10 @@ class Partitioned:
         if self.merge:
             res = _merged(res, X, int(con.count), final_budgets, self.selector)
             rep, sim = _merged_representatives(X, rep, res.indices)
+            if res.coverage_mass is not None:  # the merge weighted by mass: count the points from the final reps
+                pos = np.full(n, -1, np.int64)
+                pos[res.indices] = np.arange(len(res.indices))
+                res.weights = np.bincount(pos[rep[rep >= 0]], minlength=len(res.indices)).astype(np.int64)
         self.result_ = res
         self.indices_, self.gains_ = res.indices, res.gains
         self.weights_, self.partitions_ = res.weights.astype(np.float64), res.partitions
@@ -301,7 +324,14 @@ class Partitioned:
                                  {"seconds": time.perf_counter() - t0, "n_jobs": int(self.n_jobs),
                                   "partition_seconds": [r["seconds"] for r in results],
                                   "partition_rows": [r["rows"] for r in results],
-                                  "partition_peak_rss_mib": [r["peak_rss_mib"] for r in results]})
+                                  "partition_peak_rss_mib": [r["peak_rss_mib"] for r in results]},
+                                 cat("mass", np.float64) if results and "mass" in results[0] else None)
+
+
+def _weighting_of(selector: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The selector's coverage weights / quality scores restricted to ``rows`` (only those it has)."""
+    return {name: np.asarray(getattr(selector, name), np.float64)[rows]
+            for name in ("coverage_weights", "quality") if getattr(selector, name, None) is not None}
 
 
 def _finite_rows(X: Any, rows: np.ndarray) -> np.ndarray:
@@ -404,14 +434,20 @@ def _merged(first: PartitionedResult, X: Any, budget: int, final_budgets: np.nda
     if selector.objective == "facility-location":
         from subsetlm.select.greedi import greedi_merge
 
-        m = greedi_merge(X, first.indices, first.weights, budget, k=selector.k, optimizer=selector.optimizer,
-                         seed=selector.seed)
+        # with coverage weights a winner weighs the total weight it represents, not the count
+        mass = first.weights if first.coverage_mass is None else first.coverage_mass
+        kw = {}
+        if selector.quality is not None and selector.quality_weight:  # the quality term of the winners
+            kw["modular"] = float(selector.quality_weight) * np.asarray(selector.quality, np.float64)[first.indices]
+        m = greedi_merge(X, first.indices, mass, budget, k=selector.k, optimizer=selector.optimizer,
+                         seed=selector.seed, **kw)
         scope = "weighted facility location over the union of partition winners"
     else:  # the selector's own objective over the union (GreeDi's original merge)
         from subsetlm.select.constraints import Count
 
         union = first.indices
-        sel = selector.set_params(progress=False, k=int(min(selector.k, len(union))))
+        sel = selector.set_params(progress=False, k=int(min(selector.k, len(union))),
+                                  **_weighting_of(selector, np.sort(union)))
         sel._fit(np.asarray(X[np.sort(union)], dtype=np.float32), Count(budget))
         pos = np.argsort(union)[sel.indices_]
         m = {"indices": union[pos], "positions": pos, "gains": sel.gains_, "weights": sel.weights_,
@@ -423,4 +459,5 @@ def _merged(first: PartitionedResult, X: Any, budget: int, final_budgets: np.nda
     return PartitionedResult(m["indices"], m["gains"], first.partitions[m["positions"]],
                              np.rint(m["weights"]).astype(np.int64), first.labels, final_budgets, first.sizes,
                              first.objectives, first.upper_bounds, m["objective"], ub,
-                             first.n_unassigned, m["random_objective"], info)
+                             first.n_unassigned, m["random_objective"], info,
+                             np.asarray(m["weights"], np.float64) if first.coverage_mass is not None else None)

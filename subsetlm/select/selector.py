@@ -17,7 +17,11 @@ What is supported is decided in :meth:`Selector.check`, nowhere else:
 - taylor-softmax: any objective; greedy runs to ``pool`` elements (default: a full
   ordering, as INGENIOUS), the subset is drawn without replacement with p ∝ 1 + g + g²/2,
   skipping draws that no longer fit the constraint;
-- certificates (an upper bound on the optimum) for the objectives on our greedy.
+- certificates (an upper bound on the optimum) for the objectives on our greedy;
+- per-sample coverage weights and a quality term (``coverage_weights``, ``quality``,
+  ``quality_weight``): the objectives on our greedy only, any optimizer, sampling and
+  constraint, so f(S) = Σ_i w_i max_{j∈S} max(s_ij, 0) + λ Σ_{j∈S} q_j (still monotone
+  submodular: the certificate holds, :mod:`~.facility_location`).
 
 Anything else raises ``ValueError`` naming the valid choices. Partitioning and the GreeDi
 merge are wrappers that take any selector (:class:`~.partitioned.Partitioned`).
@@ -32,6 +36,10 @@ Example
 (20, True)
 >>> Selector(budget=20, optimizer="stochastic").fit(X, n_tokens=np.full(200, 5)).indices_.shape
 (20,)
+>>> q = np.linspace(0, 1, 200)   # a quality score per sample, e.g. from a classifier
+>>> sel = Selector(budget=20, k=10, quality=q, quality_weight=2.0).fit(X)
+>>> bool(q[sel.indices_].mean() > q.mean()), sel.objective_ <= sel.upper_bound_
+(True, True)
 >>> Selector(budget="tokens:50", optimizer="stochastic").fit(X, n_tokens=np.full(200, 5))
 Traceback (most recent call last):
 ...
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -83,12 +92,17 @@ class Selector:
     lambda_, metric, memory_limit_gb : submodlib functions' parameters.
     pool : taylor-softmax: greedy order length to sample from (default: the whole ground set).
     normalize, temperature : taylor-softmax gain normalisation (:mod:`~.sampling`).
+    coverage_weights : (n,) floats >= 0, optional: the weight ``w_i`` of each sample in the
+        coverage term (e.g. ``1 / |group|`` so a duplicate group counts once; per-domain weights).
+    quality, quality_weight : (n,) scores ``q_j >= 0`` and ``λ >= 0`` (default 0: off): adds
+        the modular term ``λ Σ_{j∈S} q_j``. Both are for facility location and sparse fl-mi.
     progress : tqdm bars.
 
     Attributes (after :meth:`fit`)
     ----------
     indices_ : (b,) int64 rows in selection order. gains_ : (b,) float64 marginal gains.
-    weights_ : (b,) float64 ground points each element covers best (1.0 where undefined).
+    weights_ : (b,) float64 ground points each element covers best (a count, whatever the
+        coverage weights; 1.0 where undefined).
     objective_, upper_bound_ (None without a certificate), random_objective_, n_unassigned_,
     certificate_ : dict, constraint_ : the resolved constraint, info_ : dict.
     representative_, similarity_ : (n,) each sample's representative in the subset (its row,
@@ -101,12 +115,15 @@ class Selector:
                  epsilon: float = 0.01, seed: int = 0, source_proportions: dict[str, float] | None = None,
                  queries: np.ndarray | None = None, eta: float = 1.0, lambda_: float | None = None,
                  metric: str = "cosine", memory_limit_gb: float = 4.0, pool: int | None = None,
-                 normalize: str = "none", temperature: float = 1.0, progress: bool = False):
+                 normalize: str = "none", temperature: float = 1.0, progress: bool = False,
+                 coverage_weights: np.ndarray | None = None, quality: np.ndarray | None = None,
+                 quality_weight: float = 0.0):
         self.budget, self.objective, self.kernel, self.optimizer = budget, objective, kernel, optimizer
         self.sampling, self.k, self.index_kind, self.epsilon, self.seed = sampling, k, index_kind, epsilon, seed
         self.source_proportions, self.queries, self.eta = source_proportions, queries, eta
         self.lambda_, self.metric, self.memory_limit_gb, self.pool = lambda_, metric, memory_limit_gb, pool
         self.normalize, self.temperature, self.progress = normalize, temperature, progress
+        self.coverage_weights, self.quality, self.quality_weight = coverage_weights, quality, quality_weight
 
     _FITTED = ("indices_", "gains_", "weights_", "objective_", "upper_bound_", "n_unassigned_", "constraint_",
                "info_", "objective_fn_", "certificate_", "random_objective_", "representative_", "similarity_")
@@ -137,11 +154,13 @@ class Selector:
                f"kernel={self.kernel!r}, budget={self.budget!r})"
 
     # ------------------------------------------------------------------ validation
-    def check(self, constraint_kind: str = "count", *, queries_given: bool | None = None) -> str:
+    def check(self, constraint_kind: str = "count", *, queries_given: bool | None = None,
+              weighting_given: bool | None = None) -> str:
         """Validate every parameter and the combination with a ``constraint_kind`` constraint.
 
         ``queries_given`` stands in for ``queries`` when they are loaded later (the CLI checks
-        before reading them). Returns the resolved kernel. Raises ``ValueError`` (``TypeError`` for wrong types)
+        before reading them); ``weighting_given`` likewise for coverage weights / quality scores.
+        Returns the resolved kernel. Raises ``ValueError`` (``TypeError`` for wrong types)
         naming the valid choices.
         """
         _choice("objective", self.objective, tuple(OBJECTIVES))
@@ -169,6 +188,7 @@ class Selector:
                              if self.objective == "fl-mi" else
                              f"{self.objective} takes no queries; use objective='fl-mi' for query-focused selection")
         ours = is_ours(self.objective, kernel)
+        self._check_weighting(ours, kernel, weighting_given)
         if ours and (self.lambda_ is not None or self.metric != "cosine"):
             raise ValueError(f"lambda_ and metric are submodlib parameters; {self.objective} on the {kernel} kernel "
                              "takes neither")
@@ -181,6 +201,40 @@ class Selector:
                 raise ValueError(f"optimizer={self.optimizer!r} does not take a {what}; choose one of "
                                  f"{', '.join(CONSTRAINED_OPTIMIZERS)}")
         return kernel
+
+    def _check_weighting(self, ours: bool, kernel: str, given: bool | None) -> None:
+        from subsetlm.select.facility_location import check_nonnegative
+
+        lam = self.quality_weight
+        if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(lam) or lam < 0:
+            raise ValueError(f"quality_weight={lam!r}; expected a finite number >= 0 (λ of the quality term "
+                             "λ Σ_{j∈S} q_j; 0 = off)")
+        for name in ("coverage_weights", "quality"):
+            v = getattr(self, name)
+            if v is not None:
+                if np.ndim(v) != 1:
+                    raise ValueError(f"{name}: expected a 1-D array, one value per sample; got shape {np.shape(v)}")
+                check_nonnegative(v, len(v), name)
+        if lam > 0 and self.quality is None and not given:
+            raise ValueError(f"quality_weight={lam} but no quality scores: pass quality=(n,) scores >= 0 "
+                             "(--quality FILE), or set quality_weight=0")
+        has = self.coverage_weights is not None or self.quality is not None or bool(given)
+        if has and not ours:
+            raise ValueError(f"{self.objective} ({kernel} kernel, through submodlib) takes no coverage weights or "
+                             "quality scores; use facility-location, or fl-mi on the sparse kernel")
+        if self.quality is not None and lam == 0:
+            warnings.warn("quality scores were given with quality_weight=0: the quality term is off (set "
+                          "quality_weight > 0, e.g. 1.0)", UserWarning, stacklevel=3)
+
+    def _weighting(self, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(coverage weights (n,), modular term λ q (n,))`` for a ground set of ``n`` (None when unused)."""
+        from subsetlm.select.facility_location import check_nonnegative
+
+        w = check_nonnegative(self.coverage_weights, n, "coverage_weights")
+        q = check_nonnegative(self.quality, n, "quality")
+        modular = None if q is None or float(self.quality_weight) == 0 else float(self.quality_weight) * q
+        return w, modular
 
     def constraint(self, n: int, *, n_tokens: np.ndarray | None = None,
                    sources: np.ndarray | None = None) -> Constraint:
@@ -210,10 +264,11 @@ class Selector:
         from subsetlm.select.objectives import build_objective
 
         kernel = self.check(con.kind)
+        weights, modular = self._weighting(_check_X(X, graph) if X is None else int(X.shape[0]))
         fn = build_objective(self.objective, X, kernel=kernel, k=self.k, index_kind=self.index_kind, seed=self.seed,
                              graph=graph, queries=self.queries, eta=self.eta, lambda_=self.lambda_,
                              metric=self.metric, optimizer=self.optimizer, memory_limit_gb=self.memory_limit_gb,
-                             worker=worker, progress=self.progress and not worker)
+                             worker=worker, progress=self.progress and not worker, weights=weights, modular=modular)
         ours = hasattr(fn, "gains")
         n = int(fn.n)
         if con.count < 1:
