@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import FILLER, TOPICS, make_docs
+from _docs import FILLER, TOPICS, make_docs
 from scipy import stats
 
 from subsetlm.cli import main
