@@ -265,7 +265,7 @@ def _read_scores(cfg: DedupConfig, store: Any) -> tuple[np.ndarray, dict[str, An
     from subsetlm.select.scores import read_scores
 
     return read_scores(cfg.scores, np.asarray(store.ids), column=cfg.score_column, doc_ids=np.asarray(store.doc_ids),
-                       what="--scores", nonnegative=False)
+                       what="--scores", nonnegative=False, column_flag="--score-column")
 
 
 def _assignment(n: int, res: Any) -> Any:

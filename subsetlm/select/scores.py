@@ -61,7 +61,7 @@ def _suffix(path: Path) -> str:
     return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), path.suffix.lower())
 
 
-def _read_table(path: Path, column: str, what: str) -> tuple[list, np.ndarray]:
+def _read_table(path: Path, column: str, what: str, flag: str) -> tuple[list, np.ndarray]:
     """(ids, values) of a .parquet / .jsonl[.gz] score file."""
     import pyarrow as pa
 
@@ -81,7 +81,7 @@ def _read_table(path: Path, column: str, what: str) -> tuple[list, np.ndarray]:
     for need in ("id", column):
         if need not in names:
             raise ValueError(f"{what} {path}: no column {need!r}; the file has {', '.join(names) or 'none'} "
-                             f"(give the score column with --{what.strip('-').split('-')[0]}-column)")
+                             f"(give the score column with {flag})")
     if _suffix(path) == ".parquet":
         table = pq.read_table(path, columns=["id", column])
     ids, vals = table.column("id"), table.column(column)
@@ -133,7 +133,7 @@ def _join(path: Path, file_ids: list, values: np.ndarray, store_ids: np.ndarray,
 
 def read_scores(path: str | Path, store_ids: np.ndarray, *, column: str | None = None,
                 doc_ids: np.ndarray | None = None, what: str = "--quality",
-                nonnegative: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+                nonnegative: bool = True, column_flag: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One score per store sample from ``path`` (see the module docstring).
 
     Parameters
@@ -142,6 +142,8 @@ def read_scores(path: str | Path, store_ids: np.ndarray, *, column: str | None =
     store_ids : (n,) the store's sample ids; ``doc_ids`` (n,) its document ids (chunked stores).
     column : the score column of a tabular file (ignored for ``.npy``).
     what : the flag named in errors (``--quality``, ``--coverage-weights``).
+    column_flag : the flag that names the column (default: ``--quality-column`` for
+        ``--quality``, ``--coverage-column`` for ``--coverage-weights``).
     nonnegative : refuse negative values (facility location's weights and quality need
         ``>= 0``; a score only ranked, e.g. dedup's keep policy, may pass False).
 
@@ -152,6 +154,7 @@ def read_scores(path: str | Path, store_ids: np.ndarray, *, column: str | None =
     """
     path = Path(path)
     n = len(store_ids)
+    flag = column_flag or f"--{what.strip('-').split('-')[0]}-column"
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path}: no such file")
     kind = _suffix(path)
@@ -167,9 +170,8 @@ def read_scores(path: str | Path, store_ids: np.ndarray, *, column: str | None =
         values, column = raw.astype(np.float64), None
     else:
         if not column:
-            raise ValueError(f"{what} {path}: name the score column of this table (--quality-column / "
-                             "--coverage-column)")
-        ids, vals = _read_table(path, column, what)
+            raise ValueError(f"{what} {path}: name the score column of this table ({flag} COL)")
+        ids, vals = _read_table(path, column, what, flag)
         values = _join(path, ids, vals, np.asarray(store_ids), doc_ids, what)
     bad = np.flatnonzero(~np.isfinite(values) | ((values < 0) if nonnegative else False))
     if bad.size:
