@@ -213,7 +213,8 @@ def d4(X, labels=None, *, dedup_ratio: float = 0.75, ratio: float = 0.25, eps: f
     X, labels : as :func:`semdedup` (the partitions of the SemDeDup step).
     dedup_ratio : fraction of the n samples SemDeDup keeps (R_dedup; default 0.75, the value
         Tirumala et al. recommend); ignored when ``eps`` is given.
-    ratio : final fraction of the n samples (R; default 0.25); ``ratio <= dedup_ratio``.
+    ratio : final fraction of the n samples (R; default 0.25, ours — the fraction INGENIOUS and
+        ``select`` default to; the paper sweeps R); ``ratio <= dedup_ratio``.
     eps : SemDeDup by threshold instead of by ``dedup_ratio``.
     target : final number of samples instead of ``ratio``.
     proto_partitions : k-means clusters of the SemDeDup-kept samples for the prototype step
