@@ -419,3 +419,21 @@ class EmbeddingStore:
 
 def write_manifest(tmp: Path, manifest: dict[str, Any]) -> None:
     write_bytes_atomic(Path(tmp) / "manifest.json", dumps_json(manifest).encode("utf-8"))
+
+
+def open_rows(inputs: list[str], *, text_field: str = "text", id_field: str | None = None,
+              limit: int | None = None) -> Any:
+    """A ground set of rows: the store when ``inputs`` is one store directory, else the corpus files in order.
+
+    Returns an :class:`EmbeddingStore` (rows = its samples) or a
+    :class:`~subsetlm.corpus.rows.CorpusRows` (rows = documents; the same attributes a subset
+    file needs). ``limit`` (documents) applies to corpus files only: a store's rows are fixed.
+    """
+    from subsetlm.corpus.rows import CorpusRows
+
+    if len(inputs) == 1 and EmbeddingStore.is_store(inputs[0]):
+        if limit is not None:
+            raise ValueError(f"--limit {limit} applies to corpus files; {inputs[0]} is a store, whose rows are fixed "
+                             f"(embed a smaller store with `subsetlm embed ... --limit N`)")
+        return EmbeddingStore.open(inputs[0])
+    return CorpusRows.read(inputs, text_field=text_field, id_field=id_field, limit=limit)

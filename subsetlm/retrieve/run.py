@@ -124,15 +124,12 @@ class RetrieveConfig:
 
 def _ground(cfg: RetrieveConfig) -> Any:
     """The rows to retrieve from: the store (one store directory given) or the corpus files read in order."""
-    from subsetlm.corpus.rows import CorpusRows
-    from subsetlm.embed import EmbeddingStore
+    from subsetlm.embed.store import EmbeddingStore, open_rows
 
-    if len(cfg.corpus) == 1 and EmbeddingStore.is_store(cfg.corpus[0]):
-        return EmbeddingStore.open(cfg.corpus[0])
-    if cfg.method != "bm25":
+    if cfg.method != "bm25" and not (len(cfg.corpus) == 1 and EmbeddingStore.is_store(cfg.corpus[0])):
         raise ValueError(f"--method {cfg.method} needs embeddings: pass an embedding store (subsetlm embed "
                          f"{' '.join(cfg.corpus)} --out STORE), not corpus files")
-    return CorpusRows.read(cfg.corpus, text_field=cfg.text_field, id_field=cfg.id_field)
+    return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field)
 
 
 def _n_tokens(ground: Any) -> np.ndarray:

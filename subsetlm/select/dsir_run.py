@@ -139,15 +139,9 @@ class DSIRConfig:
 
 def _ground(cfg: DSIRConfig) -> Any:
     """The rows to select from: the store (one store directory given) or the corpus files read in order."""
-    from subsetlm.corpus.rows import CorpusRows
-    from subsetlm.embed import EmbeddingStore
+    from subsetlm.embed.store import open_rows
 
-    if len(cfg.corpus) == 1 and EmbeddingStore.is_store(cfg.corpus[0]):
-        if cfg.limit is not None:
-            raise ValueError(f"--limit {cfg.limit} applies to corpus files; {cfg.corpus[0]} is a store, whose rows "
-                             f"are fixed (embed a smaller store with `subsetlm embed ... --limit N`)")
-        return EmbeddingStore.open(cfg.corpus[0])
-    return CorpusRows.read(cfg.corpus, text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit)
+    return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit)
 
 
 def _blocks(ground: Any, rows: np.ndarray | None, size: int) -> Iterator[list[str]]:
