@@ -389,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"subsetlm {args.command}: interrupted; partial outputs were left as *.tmp and a re-run resumes",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the summary piped into `head`: the work is done, the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
