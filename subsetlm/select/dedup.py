@@ -123,6 +123,7 @@ class DedupResult:
     info: dict[str, Any] = field(default_factory=dict)
     proto_similarity: np.ndarray | None = None
     proto_labels: np.ndarray | None = None
+    duplicate_of: np.ndarray | None = None
 
     @property
     def indices(self) -> np.ndarray:
@@ -184,8 +185,11 @@ def semdedup(X, labels=None, *, eps: float | None = None, target: int | None = N
     report = None
     if t is None:
         t, report = pick_threshold(values, n, int(target))
+    cause = np.full(n, -1, np.int64)
     if rule == "semdedup":
         rep_g = chains(M <= t, A)
+        dropped = np.flatnonzero(M > t)  # positions in keep order
+        cause[perm[dropped]] = perm[A[dropped]]
     else:
         rep_g = components(n, ei[ew > t], ej[ew > t])
     rep = np.empty(n, np.int64)
@@ -201,7 +205,7 @@ def semdedup(X, labels=None, *, eps: float | None = None, target: int | None = N
     logger.info("semdedup (%s rule, keep %s): kept %d of %d in %d partitions at cosine > %.6g in %.1fs", rule,
                 keep, info["n_kept"], n, P, t, info["seconds"])
     eps_used = float(eps) if eps is not None else float(1.0 - t)
-    return DedupResult(kept, status, rep, sim, rep.copy(), lab, csim, eps_used, float(t), info)
+    return DedupResult(kept, status, rep, sim, rep.copy(), lab, csim, eps_used, float(t), info, duplicate_of=cause)
 
 
 def d4(X, labels=None, *, dedup_ratio: float = 0.75, ratio: float = 0.25, eps: float | None = None,

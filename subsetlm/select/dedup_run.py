@@ -272,4 +272,4 @@ def _assignment(n: int, res: Any) -> Any:
     from subsetlm.subsets.assignment import assignment_table
 
     return assignment_table(n, res.indices, representative=res.representative, similarity=res.similarity,
-                            status=res.status, group=res.group)
+                            status=res.status, group=res.group, duplicate_of=res.duplicate_of)

@@ -18,6 +18,9 @@ similarity      float32  cosine between the sample and its representative (for a
                          fl-mi; NaN when none)
 group           int64    duplicate group (the store row of the group's kept member), -1 when
                          the selector forms no groups
+duplicate_of    int64    the sample a ``duplicate`` matched above the threshold (why it was
+                         dropped; with chained duplicates it differs from the kept
+                         ``representative``), -1 otherwise
 ==============  =======  ==============================================================
 
 For facility location ``Σ_i w_i · max(similarity_i, 0)`` over the rows with a
@@ -45,11 +48,12 @@ import pyarrow as pa
 ASSIGNMENT_FILE = "assignment.parquet"
 STATUSES = ("kept", "covered", "uncovered", "duplicate", "pruned", "not_drawn")
 SCHEMA = pa.schema([("index", pa.int64()), ("status", pa.string()), ("representative", pa.int64()),
-                    ("similarity", pa.float32()), ("group", pa.int64())])
+                    ("similarity", pa.float32()), ("group", pa.int64()), ("duplicate_of", pa.int64())])
 
 
 def assignment_table(n: int, selected: np.ndarray, *, representative: np.ndarray, similarity: np.ndarray,
-                     status: np.ndarray | None = None, group: np.ndarray | None = None) -> pa.Table:
+                     status: np.ndarray | None = None, group: np.ndarray | None = None,
+                     duplicate_of: np.ndarray | None = None) -> pa.Table:
     """The assignment table of a subset of ``n`` ground-set samples.
 
     Parameters
@@ -59,7 +63,7 @@ def assignment_table(n: int, selected: np.ndarray, *, representative: np.ndarray
     representative, similarity : (n,) per ground row; -1 / NaN when none.
     status : (n,) strings from :data:`STATUSES`; default: ``kept`` for selected rows,
         ``covered`` where a representative exists, else ``uncovered``.
-    group : (n,) duplicate-group ids (-1 default).
+    group : (n,) duplicate-group ids (-1 default). duplicate_of : (n,) see the table (-1 default).
     """
     sel = np.asarray(selected, dtype=np.int64)
     rep = np.asarray(representative, dtype=np.int64).reshape(-1)
@@ -78,8 +82,9 @@ def assignment_table(n: int, selected: np.ndarray, *, representative: np.ndarray
     if bad:
         raise ValueError(f"unknown assignment status {bad}; expected one of {', '.join(STATUSES)}")
     grp = np.full(n, -1, np.int64) if group is None else np.asarray(group, dtype=np.int64).reshape(-1)
+    dup = np.full(n, -1, np.int64) if duplicate_of is None else np.asarray(duplicate_of, dtype=np.int64).reshape(-1)
     return pa.Table.from_arrays([pa.array(np.arange(n, dtype=np.int64)), pa.array(status.tolist(), pa.string()),
-                                 pa.array(rep), pa.array(sim), pa.array(grp)], schema=SCHEMA)
+                                 pa.array(rep), pa.array(sim), pa.array(grp), pa.array(dup)], schema=SCHEMA)
 
 
 def read_assignment(subset: Any) -> pa.Table:

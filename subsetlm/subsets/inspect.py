@@ -78,6 +78,7 @@ def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
     a = read_assignment(sub)
     status = np.asarray(a.column("status").to_pylist(), dtype=object)
     rep = a.column("representative").to_numpy()
+    dup = a.column("duplicate_of").to_numpy() if "duplicate_of" in a.column_names else np.full(len(rep), -1)
     sim = a.column("similarity").to_numpy(zero_copy_only=False).astype(np.float64)
     n = len(status)
     if n != int(store.n):
@@ -105,13 +106,13 @@ def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
         key = np.where(np.isfinite(sim[dropped]), sim[dropped], -np.inf)
         worst = dropped[np.lexsort((dropped, key))[:k]]
         lines.append(f"least covered ({len(worst)}):")
-        lines += _pairs(store, worst, rep, sim, status)
+        lines += _pairs(store, worst, rep, sim, status, dup)
         shown = set(worst.tolist())
         for kind in ("duplicate", "pruned", "covered", "not_drawn"):
             rows = [i for i in np.flatnonzero(status == kind) if i not in shown][:k]
             if rows:
                 lines.append(f"{kind} -> kept ({len(rows)} of {int((status == kind).sum())}):")
-                lines += _pairs(store, np.asarray(rows), rep, sim, status)
+                lines += _pairs(store, np.asarray(rows), rep, sim, status, dup)
     src = np.asarray(store.sources).astype(str)
     kept = np.zeros(n, bool)
     kept[sub.indices] = True
@@ -127,16 +128,22 @@ def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
     return report
 
 
-def _pairs(store: Any, rows: np.ndarray, rep: np.ndarray, sim: np.ndarray, status: np.ndarray) -> list[str]:
-    has = rep[rows] >= 0
-    texts = store.texts(np.asarray(rows, np.int64))
-    rtexts = dict(zip(rep[rows][has].tolist(), store.texts(rep[rows][has]))) if has.any() else {}
+def _pairs(store: Any, rows: np.ndarray, rep: np.ndarray, sim: np.ndarray, status: np.ndarray,
+           dup: np.ndarray) -> list[str]:
+    """Each row's text, the sample it duplicated (when that is not its representative), and its representative."""
+    rows = np.asarray(rows, np.int64)
+    want = np.unique(np.concatenate([rep[rows][rep[rows] >= 0], dup[rows][dup[rows] >= 0]])).astype(np.int64)
+    texts = dict(zip(rows.tolist(), store.texts(rows)))
+    other = dict(zip(want.tolist(), store.texts(want))) if want.size else {}
+    X = store.embeddings
     out = []
-    for i, t in zip(rows.tolist(), texts):
-        r = int(rep[i])
-        head = f"  [{i}] {status[i]}: {_short(t)}"
-        out.append(head)
-        out.append(f"      -> [{r}] cos {sim[i]:.3f}: {_short(rtexts[r])}" if r >= 0 else "      -> (none in the subset)")
+    for i in rows.tolist():
+        out.append(f"  [{i}] {status[i]}: {_short(texts[i])}")
+        d, r = int(dup[i]), int(rep[i])
+        if d >= 0 and d != r:
+            cos = float(np.dot(np.asarray(X[i], np.float32), np.asarray(X[d], np.float32)))
+            out.append(f"      duplicate of [{d}] cos {cos:.3f}: {_short(other[d])}")
+        out.append(f"      -> [{r}] cos {sim[i]:.3f}: {_short(other[r])}" if r >= 0 else "      -> (none in the subset)")
     return out
 
 

@@ -273,3 +273,16 @@ def test_cli_bad_input_writes_nothing(tmp_path, store, capsys, extra, needle):
 
 def test_default_partitions():
     assert [default_partitions(n) for n in (1, 5000, 10_000, 10_001, 1_000_000)] == [1, 1, 1, 2, 100]
+
+
+def test_duplicate_of_names_the_sample_each_drop_matched(data):
+    """Why a duplicate was dropped: an earlier sample above the threshold (the reference rule's max_id)."""
+    X, labels = data.X, data.labels
+    res = _run(data, eps=0.05)
+    dropped = np.flatnonzero(~res.kept)
+    assert dropped.size and np.all(res.duplicate_of[res.kept] == -1)
+    cause = res.duplicate_of[dropped]
+    assert np.all(cause >= 0) and np.all(labels[cause] == labels[dropped])
+    cos = np.einsum("ij,ij->i", X[dropped].astype(np.float64), X[cause].astype(np.float64))
+    assert np.all(cos > 1 - 0.05 - 1e-6)
+    assert np.all(_run(data, eps=0.05, rule="components").duplicate_of == -1)
