@@ -118,6 +118,31 @@ def macro_f1_figure(rows: list, baseline: dict, colors: list[str], title: str):
     return fig
 
 
+def run_capped(cmd: list[str], log: Path, max_seconds: float, cwd: Path = ROOT) -> tuple[int | None, float, bool]:
+    """Run ``cmd`` as a child in its own session, output to ``log``, killed after ``max_seconds``.
+
+    Returns ``(exit code or None when killed, peak RSS of the child in GB (ru_maxrss from os.wait4),
+    timed_out)``.
+    """
+    import signal
+    import subprocess
+    import time
+
+    with open(log, "w") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(cwd))
+    t0 = time.perf_counter()
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() - t0 > max_seconds:
+            os.killpg(p.pid, signal.SIGKILL)  # the child's own session (started above)
+            _pid, status, ru = os.wait4(p.pid, 0)
+            return None, ru.ru_maxrss * 1024 / 1e9, True
+        time.sleep(0.1)
+    return os.waitstatus_to_exitcode(status), ru.ru_maxrss * 1024 / 1e9, False
+
+
 def publish(md: str, fig, figure_name: str, section: str, write: bool) -> None:
     """Print ``md``; when ``write``, save ``fig`` as docs/figures/``figure_name`` and update ``section``."""
     print(md)

@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import resource
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks import _selection_data as data  # noqa: E402
+from benchmarks._report import run_capped  # noqa: E402
 from benchmarks._selection_methods import METHODS  # noqa: E402
 
 DEFAULT_METHODS = ("subsetlm-lazy", "subsetlm-stochastic", "subsetlm-join", "submodlib", "apricot-dense",
@@ -121,31 +120,15 @@ def run_worker(method: str, data_path: Path, budget: int, k: int, seed: int, out
            "--budget", str(budget), "--k", str(k), "--seed", str(seed), "--out", str(out_json)]
     log = out_json.with_suffix(".log")
     out_json.unlink(missing_ok=True)
-    with open(log, "w") as fh:
-        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                             cwd=str(ROOT))
-    t0 = time.perf_counter()
-    status, ru, timed_out = None, None, False
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() - t0 > max_seconds:
-            os.killpg(p.pid, signal.SIGKILL)  # the worker's own session (started above)
-            _pid, status, ru = os.wait4(p.pid, 0)
-            timed_out = True
-            break
-        time.sleep(0.1)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    peak = _rss_gb(ru.ru_maxrss)
+    returncode, peak, timed_out = run_capped(cmd, log, max_seconds, cwd=ROOT)
     if timed_out:
         prog = [ln.split(None, 1)[1] for ln in log.read_text(errors="replace").splitlines()
                 if ln.startswith("PROGRESS ")]
         return {"method": method, "status": "timeout", "rss_gb": peak,
                 "note": f"timeout (> {max_seconds:.0f} s" + (f"; {prog[-1]}" if prog else "") + ")"}
-    if p.returncode != 0 or not out_json.exists():
+    if returncode != 0 or not out_json.exists():
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        return {"method": method, "status": "failed", "note": f"failed (rc={p.returncode}): "
+        return {"method": method, "status": "failed", "note": f"failed (rc={returncode}): "
                 + " | ".join(tail)[-300:], "rss_gb": peak}
     rec = json.loads(out_json.read_text())
     rec.update(status="ok", rss_gb=peak, indices=str(out_json.with_suffix(".idx.npy")))
