@@ -170,3 +170,12 @@ def test_export_suffix_format_and_force(tmp_path, store, capsys):
     assert "pass --force" in capsys.readouterr().err
     assert main(["export", str(sub), "--out", str(out), "--force", "-q"]) == 0
     assert pq.read_table(out).num_columns == 10
+
+
+def test_unused_new_select_fields_leave_the_recorded_config_as_before(tmp_path, store):
+    """Subsets written before --within / --quality / --coverage-weights existed keep their identity."""
+    sub = tmp_path / "sub"
+    assert main(["select", str(store), "--budget", "10", "--k", "8", "--out", str(sub), "-q"]) == 0
+    config = json.loads((sub / "manifest.json").read_text())["config"]
+    assert not {"within", "within_weights", "quality", "quality_column", "quality_weight", "coverage_weights",
+                "coverage_column", "merge"} & set(config)

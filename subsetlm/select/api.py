@@ -336,6 +336,7 @@ def _config_identity(cfg: SelectConfig) -> dict[str, Any]:
     unused = [] if cfg.quality else ["quality", "quality_column", "quality_weight"]  # likewise: weighting
     unused += [] if cfg.coverage_weights else ["coverage_weights", "coverage_column"]
     unused += ["within_weights"] if cfg.within_weights == "none" else []
+    unused += [] if cfg.within else ["within"]
     for key in unused:
         config.pop(key)
     return portable(config)
