@@ -31,6 +31,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
 
 
+def _finish(p: argparse.ArgumentParser, stage: str) -> None:
+    """The options every command shares, and the module whose ``STAGE`` runs it."""
+    _common(p)
+    p.set_defaults(stage=stage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from subsetlm import __version__
 
@@ -58,8 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", dest="ray_address", help="ray: auto | HOST:PORT")
     p.add_argument("--ray-actors", dest="ray_actors", type=int, help="ray: embedding actors (default: one per GPU "
                    "with --device cuda, else one per CPU of the cluster)")
-    _common(p)
-    p.set_defaults(stage="subsetlm.embed.run")
+    _finish(p, "subsetlm.embed.run")
 
     p = sub.add_parser("index", help="build the FAISS kNN graph (and k-means partitions) of a store")
     p.add_argument("store", nargs="?", help="embedding store directory (or `store:` in --config)")
@@ -81,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "assignment run as Ray tasks (the store on a path every node reads)")
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--force", action="store_true", default=None)
-    _common(p)
-    p.set_defaults(stage="subsetlm.index.run")
+    _finish(p, "subsetlm.index.run")
 
     p = sub.add_parser("select", help="select a subset and write a subset file")
     p.add_argument("store", nargs="?", help="embedding store directory (or `store:` in --config)")
@@ -128,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "local instance)")
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
-    _common(p)
-    p.set_defaults(stage="subsetlm.select.api")
+    _finish(p, "subsetlm.select.api")
 
     p = sub.add_parser("retrieve", help="task-driven selection (TLM): the task's train examples retrieve corpus "
                        "rows by BM25, dense search, or diverse FL mutual information; writes a subset file")
@@ -156,8 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
-    _common(p)
-    p.set_defaults(stage="subsetlm.retrieve.run")
+    _finish(p, "subsetlm.retrieve.run")
 
     p = sub.add_parser("export", help="write a subset's documents as JSONL or Parquet")
     p.add_argument("subset", nargs="?", help="subset directory (or `subset:` in --config)")
@@ -168,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "rank gain weight partition)")
     p.add_argument("--order", choices=["rank", "index"], help="rank: selection order (default); index: store order")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing --out file")
-    _common(p)
-    p.set_defaults(stage="subsetlm.subsets.export")
+    _finish(p, "subsetlm.subsets.export")
 
     p = sub.add_parser("train", help="pretrain a model from scratch (bert, biobert, gpt2, slm, rts, crts) on a "
                        "corpus or a subset")
@@ -210,8 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", default=None, help="continue an unfinished run from its newest "
                    "checkpoint")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing run directory")
-    _common(p)
-    p.set_defaults(stage="subsetlm.train")
+    _finish(p, "subsetlm.train")
 
     p = sub.add_parser("eval", help="fine-tune / prompt / distill a pretrained run on a text-classification task")
     p.add_argument("--model", help="run directory (subsetlm train --out RUN) or save_pretrained folder")
@@ -235,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(skewed tasks scored by macro-F1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--force", action="store_true", default=None)
-    _common(p)
-    p.set_defaults(stage="subsetlm.evaluate.run")
+    _finish(p, "subsetlm.evaluate.run")
 
     p = sub.add_parser("dedup", help="semantic deduplication (SemDeDup) or D4 within k-means partitions; writes a "
                        "subset file and assignment.parquet")
@@ -267,8 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "duplicate; same result)")
     p.add_argument("--seed", type=int, help="k-means and --keep random (default 0)")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing --out")
-    _common(p)
-    p.set_defaults(stage="subsetlm.select.dedup_run")
+    _finish(p, "subsetlm.select.dedup_run")
 
     p = sub.add_parser("dsir", help="DSIR: importance resampling toward a target distribution on hashed word "
                        "n-grams; writes a subset file with the KL reduction in its manifest")
@@ -292,10 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the Gumbel noise and of the random reference subset (default 0)")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing --out of another "
                    "config (default: skip when identical, refuse otherwise)")
-    _common(p)
     p.add_argument("--no-decontaminate", dest="decontaminate", action="store_false", default=None,
                    help="with --task: allow rows of the task's validation/test documents (default: never drawn)")
-    p.set_defaults(stage="subsetlm.select.dsir_run")
+    _finish(p, "subsetlm.select.dsir_run")
 
     p = sub.add_parser("inspect", help="why each sample was kept or dropped: coverage, least-covered samples, "
                        "dropped -> kept pairs, per-source counts (and a PNG)")
@@ -303,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store the subset was selected from (default: the path in its manifest)")
     p.add_argument("--examples", type=int, help="samples shown per list (default 5)")
     p.add_argument("--plot", help="also write a PNG of the coverage histogram and per-source counts here")
-    _common(p)
-    p.set_defaults(stage="subsetlm.subsets.inspect")
+    _finish(p, "subsetlm.subsets.inspect")
 
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
     p.add_argument("--out", default=None, help="demo directory (default runs/demo)")
@@ -312,8 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="minilm (default) or hashing (no model, seconds)")
     p.add_argument("--budget", help="default 0.25")
     p.add_argument("--force", action="store_true", default=None)
-    _common(p)
-    p.set_defaults(stage="subsetlm.demo")
+    _finish(p, "subsetlm.demo")
     return parser
 
 

@@ -9,12 +9,13 @@ Two public entry points:
 
 Example
 -------
->>> import numpy as np
->>> X = np.random.default_rng(0).normal(size=(500, 16)).astype("float32")
->>> X /= np.linalg.norm(X, axis=1, keepdims=True)
->>> sel = select_array(X, budget=50, k=10)
->>> len(sel.indices), sel.certificate["upper_bound"] >= sel.certificate["objective"]
-(50, True)
+>>> cfg = SelectConfig(store="runs/store", out="runs/subset", budget="0.25")     # doctest: +SKIP
+>>> print(summary(select(cfg)))                                                 # doctest: +SKIP
+wrote runs/subset: 1232 of 4928 samples; f(S)=3433, >= 0.8766 of optimal (certificate), ...
+>>> SelectConfig(budget=0.25, kernel="sparce").validate()
+Traceback (most recent call last):
+...
+ValueError: kernel='sparce'; choose one of auto, sparse, dense
 """
 
 from __future__ import annotations
