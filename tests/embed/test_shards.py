@@ -36,7 +36,7 @@ def _folder(tmp_path, with_ids: bool):
     return d
 
 
-def test_serial_tasks_cut_the_stream_skip_finished_shards_and_count_them(corpus):
+def test_serial_tasks_cut_the_stream_skip_finished_shards_and_count_them(corpus):  # noqa: F811 - the corpus fixture
     ccfg = CorpusConfig([str(corpus)], max_tokens=8)
     samples = expected_samples(corpus)
     plan = ShardPlan.choose(16, per_file=False)
@@ -97,7 +97,7 @@ def test_a_user_id_repeated_across_files_is_the_same_error_on_both_cuts(tmp_path
     assert not (tmp_path / "files").exists()
 
 
-def test_per_file_run_killed_resumes_byte_identical_and_refuses_the_other_cut(tmp_path, corpus, per_file,
+def test_per_file_run_killed_resumes_byte_identical_and_refuses_the_other_cut(tmp_path, corpus, per_file,  # noqa: F811 - the corpus fixture
                                                                             monkeypatch):
     full = embed_corpus(cfg_for(corpus, tmp_path / "full"))
 
@@ -117,7 +117,7 @@ def test_per_file_run_killed_resumes_byte_identical_and_refuses_the_other_cut(tm
         assert (resumed.path / f).read_bytes() == (full.path / f).read_bytes(), f
 
 
-def test_volatile_fields_reuse_the_store_and_the_identity_is_unchanged(corpus, tmp_path):
+def test_volatile_fields_reuse_the_store_and_the_identity_is_unchanged(corpus, tmp_path):  # noqa: F811 - the corpus fixture
     cfg = cfg_for(corpus, tmp_path / "s")
     first = embed_corpus(cfg)
     n_calls = CALLS["embed"]
@@ -133,14 +133,14 @@ def test_volatile_fields_reuse_the_store_and_the_identity_is_unchanged(corpus, t
                                                 "model", "model_spec"]
 
 
-def test_stage_runs_embed_corpus_and_prints_the_store_summary(corpus, tmp_path):
+def test_stage_runs_embed_corpus_and_prints_the_store_summary(corpus, tmp_path):  # noqa: F811 - the corpus fixture
     assert run_mod.STAGE.name == "embed" and run_mod.STAGE.config is EmbedConfig
     store = run_mod.STAGE.run(cfg_for(corpus, tmp_path / "s"))
     assert run_mod.STAGE.summary(store) == store.summary()
     assert run_mod.STAGE.summary(store).startswith("120 docs (") and str(tmp_path / "s") in store.summary()
 
 
-def test_a_store_of_another_config_is_both_a_value_and_a_file_exists_error(corpus, tmp_path):
+def test_a_store_of_another_config_is_both_a_value_and_a_file_exists_error(corpus, tmp_path):  # noqa: F811 - the corpus fixture
     embed_corpus(cfg_for(corpus, tmp_path / "s"))
     with pytest.raises(FileExistsError, match=r"different config \(dtype"):
         embed_corpus(cfg_for(corpus, tmp_path / "s", dtype="float32"))
@@ -166,7 +166,7 @@ class _Bar:
         pass
 
 
-def test_the_progress_bar_counts_every_sample_once_live_from_the_shard_work(corpus, tmp_path, monkeypatch):
+def test_the_progress_bar_counts_every_sample_once_live_from_the_shard_work(corpus, tmp_path, monkeypatch):  # noqa: F811 - the corpus fixture
     import tqdm.auto
 
     monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
