@@ -263,6 +263,18 @@ def _plus_modular(val: float, modular: np.ndarray | None, S: np.ndarray) -> floa
     return val + float(modular[np.unique(S)].sum())
 
 
+def _counts(owner: np.ndarray, b: int) -> tuple[np.ndarray, int]:
+    """``(points per selected element (b,) int64, points with none)`` from each point's owner position."""
+    return np.bincount(owner[owner >= 0], minlength=b).astype(np.int64), int((owner < 0).sum())
+
+
+def assignment_of(order: np.ndarray, rep: np.ndarray) -> tuple[np.ndarray, int]:
+    """:meth:`SparseFacilityLocation.assignment` derived from :meth:`representatives`' ``rep`` (no second pass)."""
+    pos = np.full(len(rep), -1, np.int64)
+    pos[np.asarray(order, np.int64)] = np.arange(len(order))
+    return _counts(np.where(rep >= 0, pos[np.maximum(rep, 0)], -1), len(order))
+
+
 def _rep_sim(order: np.ndarray, best: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rep = np.where(owner >= 0, np.asarray(order, np.int64)[np.maximum(owner, 0)], -1).astype(np.int64)
     sim = np.where(owner >= 0, best, np.nan).astype(np.float32)
@@ -426,21 +438,20 @@ class DenseFacilityLocation:
         """``(weights (b,) int64, n_unassigned)``; with a dense kernel every point is assigned
         (to its most similar selected element, earliest on ties) once ``order`` is non-empty."""
         order = _check_subset(order, self.n, "assign(order)")
-        best = np.full(self.n, -1.0, np.float32)
-        owner = np.full(self.n, -1, np.int64)
-        for s in range(0, len(order), self.block_size):
-            K.dense_assign(self._rows(order[s:s + self.block_size]), s, best, owner)
-        w = np.bincount(owner[owner >= 0], minlength=len(order)).astype(np.int64)
-        return w, int((owner < 0).sum())
+        return _counts(self._owners(order)[1], len(order))
 
     def representatives(self, order: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Each point's most similar selected element and that (clipped) similarity; see the sparse class."""
         order = _check_subset(order, self.n, "representatives(order)")
+        return _rep_sim(order, *self._owners(order))
+
+    def _owners(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(best, owner)`` as :func:`subsetlm.select._kernels.best_owner` gives for the sparse graph."""
         best = np.full(self.n, -1.0, np.float32)
         owner = np.full(self.n, -1, np.int64)
         for s in range(0, len(order), self.block_size):
             K.dense_assign(self._rows(order[s:s + self.block_size]), s, best, owner)
-        return _rep_sim(order, best, owner)
+        return best, owner
 
     def assign(self, order: Sequence[int]) -> np.ndarray:
         """Weights ``(b,) int64``; see :meth:`assignment` (also sets ``n_unassigned_``)."""

@@ -280,9 +280,11 @@ class Selector:
         else:
             order, gains, objective, upper = self._sample(fn, con, ours, info)
         if ours:
-            w, unassigned = fn.assignment(order)
-            weights = np.asarray(w, dtype=np.float64)
+            from subsetlm.select.facility_location import assignment_of
+
             self.representative_, self.similarity_ = fn.representatives(order)
+            w, unassigned = assignment_of(order, self.representative_)  # the same pass gives the weights
+            weights = np.asarray(w, dtype=np.float64)
             self.representative_[np.asarray(order, np.int64)] = order  # a kept sample represents itself
         else:
             weights, unassigned = np.ones(len(order)), 0
@@ -312,9 +314,8 @@ class Selector:
             return order, gains, fn.evaluate(order), None
         from subsetlm.select.greedy import greedy
 
-        res = greedy(fn, con.count if con.kind == "count" else None, optimizer=self.optimizer, seed=self.seed,
-                     epsilon=self.epsilon, progress=self.progress,
-                     constraint=con if con.kind != "count" else None)
+        res = greedy(fn, None, optimizer=self.optimizer, seed=self.seed, epsilon=self.epsilon,
+                     progress=self.progress, constraint=con)
         info["n_evaluations"] = int(res.n_evaluations)
         if res.info.get("best_singleton_won"):
             info["best_singleton_won"] = True
@@ -355,8 +356,8 @@ def nearest_selected(X: Any, order: np.ndarray, block: int = 8192) -> tuple[np.n
     """
     order = np.asarray(order, dtype=np.int64)
     n = int(X.shape[0])
-    S = np.asarray(X[np.sort(order)], dtype=np.float32)
     sorted_order = np.sort(order)
+    S = np.asarray(X[sorted_order], dtype=np.float32)
     rep = np.empty(n, np.int64)
     sim = np.empty(n, np.float32)
     for s in range(0, n, block):
