@@ -241,7 +241,7 @@ class Partitioned:
                                            **_weighting_of(self.selector, rows))
             task = {"label": int(lbl), "rows": rows, "constraint": subs[p], "selector": sel, "builder": graph_builder}
             if graph_builder is None:
-                task["source"] = source if source is not None else _finite_rows(X, rows)
+                task["source"] = source if source is not None else np.asarray(X[rows], dtype=np.float32)
             tasks.append(task)
         results = self._run(tasks)
         res = self._result(results, uniq, sizes, final_budgets, subs, t0)
@@ -252,9 +252,9 @@ class Partitioned:
             res = _merged(res, X, int(con.count), final_budgets, self.selector)
             rep, sim = _merged_representatives(X, rep, res.indices)
             if res.coverage_mass is not None:  # the merge weighted by mass: count the points from the final reps
-                pos = np.full(n, -1, np.int64)
-                pos[res.indices] = np.arange(len(res.indices))
-                res.weights = np.bincount(pos[rep[rep >= 0]], minlength=len(res.indices)).astype(np.int64)
+                from subsetlm.select.facility_location import assignment_of
+
+                res.weights = assignment_of(res.indices, rep)[0]
         self.result_ = res
         self.indices_, self.gains_ = res.indices, res.gains
         self.weights_, self.partitions_ = res.weights.astype(np.float64), res.partitions
@@ -332,14 +332,6 @@ def _weighting_of(selector: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The selector's coverage weights / quality scores restricted to ``rows`` (only those it has)."""
     return {name: np.asarray(getattr(selector, name), np.float64)[rows]
             for name in ("coverage_weights", "quality") if getattr(selector, name, None) is not None}
-
-
-def _finite_rows(X: Any, rows: np.ndarray) -> np.ndarray:
-    Xp = np.asarray(X[rows], dtype=np.float32)
-    if not np.all(np.isfinite(Xp)):
-        bad = int(rows[np.argwhere(~np.isfinite(Xp))[0, 0]])
-        raise ValueError(f"X contains NaN or inf (first at row {bad}); drop or re-embed those rows")
-    return Xp
 
 
 def _merged_representatives(X: Any, rep1: np.ndarray, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
