@@ -56,16 +56,21 @@ def centroid_similarity(X, lab: np.ndarray, P: int, centroids) -> np.ndarray:
     return out
 
 
+def row_cosines(X, a: np.ndarray, b: np.ndarray, block: int = 65536) -> np.ndarray:
+    """(len(a),) float32 ``X[a_i] · X[b_i]`` (cosines of L2-normalised rows), gathered in blocks."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    out = np.empty(len(a), np.float32)
+    for s in range(0, len(a), block):
+        out[s:s + block] = np.einsum("ij,ij->i", gather_rows(X, a[s:s + block]), gather_rows(X, b[s:s + block]))
+    return out
+
+
 def pair_similarity(X, rep: np.ndarray) -> np.ndarray:
     """(n,) cos(row, rep[row]); 1 where rep is the row itself."""
-    n = len(rep)
-    out = np.ones(n, np.float32)
-    for s in range(0, n, 65536):
-        r = rep[s:s + 65536]
-        moved = np.flatnonzero(r != np.arange(s, s + len(r)))
-        if moved.size:
-            a = np.asarray(X[s:s + 65536], dtype=np.float32)[moved]
-            out[s + moved] = np.einsum("ij,ij->i", a, gather_rows(X, r[moved]))
+    rep = np.asarray(rep, np.int64)
+    out = np.ones(len(rep), np.float32)
+    moved = np.flatnonzero(rep != np.arange(len(rep)))
+    out[moved] = row_cosines(X, moved, rep[moved])
     return out
 
 

@@ -195,7 +195,7 @@ def _within(spec: str | None, store: Any) -> tuple[np.ndarray | None, dict[str, 
                                             "config": sub.manifest.get("config")}}}
 
 
-def _assignment(store: Any, sel: Any, within: str | None) -> Any:
+def _assignment(store: Any, sel: Any, within: str | None, ground: np.ndarray | None) -> Any:
     """``assignment.parquet``: the selection's representatives; rows outside a ``--within`` ground set keep
     their status there (e.g. ``duplicate``) and are represented through their representative there."""
     from subsetlm.subsets.assignment import assignment_table
@@ -205,13 +205,13 @@ def _assignment(store: Any, sel: Any, within: str | None) -> Any:
     sim = np.asarray(sel.similarity, dtype=np.float32).copy()
     status = group = None
     if within:
+        from subsetlm.select._dedup_kernels import row_cosines
         from subsetlm.subsets.assignment import read_assignment
 
         try:
             prev = read_assignment(within)
         except FileNotFoundError:
             prev = None
-        ground = _within(within, store)[0]
         outside = np.setdiff1d(np.arange(n), ground)
         status = np.where(rep >= 0, "covered", "uncovered").astype(object)
         if prev is not None and outside.size:
@@ -221,9 +221,7 @@ def _assignment(store: Any, sel: Any, within: str | None) -> Any:
             hop = np.where(via >= 0, rep[np.maximum(via, 0)], -1)  # ... and its representative here
             rep[outside] = hop
             has = outside[hop >= 0]
-            if has.size:
-                X = store.embeddings
-                sim[has] = np.einsum("ij,ij->i", np.asarray(X[has], np.float32), np.asarray(X[rep[has]], np.float32))
+            sim[has] = row_cosines(store.embeddings, has, rep[has])
             status[outside[(hop < 0) & (status[outside] == "covered")]] = "uncovered"
     return assignment_table(n, sel.indices, representative=rep, similarity=sim, status=status, group=group)
 
@@ -297,7 +295,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
     path = write_subset(out_path, store=store, indices=sel.indices, gains=sel.gains, weights=sel.weights,
                         partitions=sel.partitions, manifest=manifest, stats={"timings": timings},
                         overwrite=cfg.force or out_path.exists(),
-                        extra_tables={ASSIGNMENT_FILE: _assignment(store, sel, cfg.within)})
+                        extra_tables={ASSIGNMENT_FILE: _assignment(store, sel, cfg.within, rows)})
     c = sel.certificate
     logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %.2fx random, in %.1fs -> %s",
                 len(sel.indices), store.n, c["objective"], "n/a" if c.get("ratio") is None else f"{c['ratio']:.4f}",

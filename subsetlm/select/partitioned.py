@@ -337,6 +337,7 @@ def _weighting_of(selector: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
 def _merged_representatives(X: Any, rep1: np.ndarray, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """After a GreeDi merge: each point's round-1 representative's most similar final pick, and the
     point's cosine to it (computed, not composed)."""
+    from subsetlm.select._dedup_kernels import row_cosines
     from subsetlm.select.selector import nearest_selected
 
     final = np.asarray(final, dtype=np.int64)
@@ -347,9 +348,7 @@ def _merged_representatives(X: Any, rep1: np.ndarray, final: np.ndarray) -> tupl
     rep = np.where(rep1 >= 0, hop[np.maximum(rep1, 0)], -1)
     sim = np.full(len(rep1), np.nan, np.float32)
     has = np.flatnonzero(rep >= 0)
-    for s in range(0, len(has), 65536):
-        h = has[s:s + 65536]
-        sim[h] = np.einsum("ij,ij->i", np.asarray(X[h], np.float32), np.asarray(X[rep[h]], np.float32))
+    sim[has] = row_cosines(X, has, rep[has])
     rep[final], sim[final] = final, 1.0
     return rep, sim
 
