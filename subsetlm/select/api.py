@@ -294,7 +294,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
                                         mean_ground=float(ground.mean()))
     path = write_subset(out_path, store=store, indices=sel.indices, gains=sel.gains, weights=sel.weights,
                         partitions=sel.partitions, manifest=manifest, stats={"timings": timings},
-                        overwrite=cfg.force or out_path.exists(),
+                        overwrite=cfg.force,
                         extra_tables={ASSIGNMENT_FILE: _assignment(store, sel, cfg.within, rows)})
     c = sel.certificate
     logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %.2fx random, in %.1fs -> %s",

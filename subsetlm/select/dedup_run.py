@@ -181,7 +181,7 @@ def dedup(cfg: DedupConfig, progress: bool = False) -> Path:
     from subsetlm.subsets.assignment import ASSIGNMENT_FILE
 
     path = write_subset(out_path, store=store, indices=idx, gains=gains, weights=sizes, partitions=parts,
-                        manifest=manifest, stats={"timings": timings}, overwrite=cfg.force or out_path.exists(),
+                        manifest=manifest, stats={"timings": timings}, overwrite=cfg.force,
                         extra_tables={ASSIGNMENT_FILE: table})
     logger.info("%s: kept %d of %d (eps=%.6g, %s rule, keep %s; %s) in %.1fs -> %s", cfg.method, len(idx), n,
                 res.eps, cfg.rule, cfg.keep, counts, timings["total_s"], path)
