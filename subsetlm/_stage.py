@@ -186,18 +186,26 @@ class Output:
         raise FileExistsError(f"{self.path} exists but is not {_a('complete ' + self.what)} written by this stage; "
                               f"remove it, choose another --out, or pass {self.flag} to replace it")
 
+    def _records_itself(self) -> bool:
+        return self.kind == "inplace" and self.read_identity is not None
+
     def check_resumable(self, where: Path, force: bool) -> bool:
         """True when ``where`` holds an unfinished run of this identity (resume it).
 
         A run of another identity is refused unless ``force`` (then it is discarded).
         """
-        f = where / IDENTITY_FILE
-        if not f.is_file():
-            return False
-        try:
-            have = read_json(f)
-        except (OSError, ValueError):
-            have = None
+        if self._records_itself():  # an in-place output whose own files record the identity (a run's config.json)
+            have = self.recorded()
+            if have is None:
+                return False
+        else:
+            f = where / IDENTITY_FILE
+            if not f.is_file():
+                return False
+            try:
+                have = read_json(f)
+            except (OSError, ValueError):
+                have = None
         if have == self.identity:
             return True
         if not force:
@@ -213,8 +221,9 @@ class Output:
         ``kind="dir"``: ``PATH.tmp``; kept across a failure when ``resume`` (the next run of
         the same identity continues it), removed otherwise. The identity is written to
         ``stage.json`` first and stays in the output unless ``read_identity`` is given (the
-        stage records it itself). ``kind="inplace"``: ``PATH``
-        itself (``_SUCCESS`` removed first). Not for ``kind="file"`` (use :meth:`write_json`).
+        stage records it itself). ``kind="inplace"``: ``PATH`` itself (``_SUCCESS`` removed
+        first); with ``read_identity`` the stage's own file (a run's ``config.json``) is the
+        record a resume is checked against, and no ``stage.json`` is written. Not for ``kind="file"`` (use :meth:`write_json`).
         """
         if self.kind == "file":
             raise TypeError("a file output is written with Output.write_json")
@@ -229,7 +238,8 @@ class Output:
                 _remove(where)
         where.mkdir(parents=True, exist_ok=True)
         (where / SUCCESS).unlink(missing_ok=True)
-        write_json_atomic(where / IDENTITY_FILE, self.identity)
+        if not self._records_itself():
+            write_json_atomic(where / IDENTITY_FILE, self.identity)
         try:
             yield where
         except BaseException:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from subsetlm import _io, runs
-from subsetlm._stage import IDENTITY_FILE, Output, diff, identity
+from subsetlm._stage import Output, diff, identity
 from subsetlm.recipes.base import RECIPES
 
 logger = logging.getLogger(__name__)
@@ -168,8 +168,6 @@ def _finished(cfg: TrainRunConfig, out: Output) -> bool:
     elif not cfg.resume and any((run / "checkpoints").glob("step-*")):
         raise FileExistsError(f"{run} holds an unfinished run; pass --resume to continue it or --force "
                               f"to start over")
-    elif not (run / IDENTITY_FILE).is_file():  # an unfinished run from before runs kept stage.json: continue it
-        _io.write_json_atomic(run / IDENTITY_FILE, have)
     return False
 
 
