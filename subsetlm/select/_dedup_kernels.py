@@ -3,7 +3,8 @@
 Everything works in *ordered-position space*: ``perm`` lists the rows partition by
 partition, each partition in keep order, and position g stands for row ``perm[g]``; a
 partition is the span ``bounds[p]:bounds[p + 1]``. Memory per partition of p rows: its
-(p, d) float32 rows plus one block of at most ``block_elems`` similarities.
+(p, d) float32 rows plus one block of at most ``block_elems`` similarities and the boolean
+mask that hides some of them (at most ``block_elems`` bytes, a quarter of the block).
 
 Example
 -------
@@ -138,7 +139,7 @@ def max_earlier(X, perm, bounds, use_graph, graph, lab, t, block_elems, progress
         for s in range(1, p, B):
             e = min(p, s + B)
             S = Xp[:e] @ Xp[s:e].T  # (e, e - s): rows i < e against columns j in [s, e)
-            S[s:][np.tril_indices(e - s)] = -np.inf  # keep i < j only
+            np.copyto(S[s:], -np.inf, where=np.tri(e - s, dtype=bool))  # keep i < j only
             a = S.argmax(0)
             A[s0 + s:s0 + e] = s0 + a
             M[s0 + s:s0 + e] = S[a, np.arange(e - s)]

@@ -31,12 +31,12 @@ samples (the paper's R_dedup = 0.75), then SSL-prototype pruning (Sorscher et al
 kept samples are re-clustered with k-means and those most similar to their centroid (the
 most prototypical) are dropped until ``ratio`` of the samples remain.
 
-Memory: a partition of up to :data:`DENSE_MAX` rows takes one (p, p) similarity block;
-a larger one is computed in blocks of ``BLOCK_ELEMS // p`` columns (at most 2**24 float32
-similarities, 64 MiB) plus its (p, d) float32 rows; never a (p, p) matrix. An exact kNN
-graph (``graph=``) replaces the blocks for every partition whose rows all have their k-th
-neighbour at or below the threshold (the lists then hold every duplicate); the others fall
-back to blocks.
+Memory: a partition of p rows is computed in blocks of ``BLOCK_ELEMS // p`` columns (at most
+2**24 float32 similarities, 64 MiB, plus a boolean mask of at most 16 MiB) and its (p, d)
+float32 rows; a partition of up to 4,096 rows (4096**2 == BLOCK_ELEMS) is one block, a
+larger one never holds a (p, p) matrix. An exact kNN graph (``graph=``) replaces the blocks
+for every partition whose rows all have their k-th neighbour at or below the threshold (the
+lists then hold every duplicate); the others fall back to blocks.
 
 Example
 -------
@@ -75,7 +75,6 @@ logger = logging.getLogger(__name__)
 RULES = ("semdedup", "components")
 KEEP_POLICIES = ("farthest", "centroid", "random", "longest", "score")
 BLOCK_ELEMS = 1 << 24  # similarities per block (64 MiB of float32)
-DENSE_MAX = 4096  # rows up to which a partition is one (p, p) block (4096**2 == BLOCK_ELEMS)
 PARTITION_SIZE = 10_000  # default partitions: ceil(n / PARTITION_SIZE)
 
 
@@ -161,8 +160,8 @@ def semdedup(X, labels=None, *, eps: float | None = None, target: int | None = N
     t0 = time.perf_counter()
     X, lab, P = _check(X, labels)
     n = len(lab)
-    _check_choice("rule", rule, RULES)
-    _check_choice("keep", keep, KEEP_POLICIES)
+    check_choice("rule", rule, RULES)
+    check_choice("keep", keep, KEEP_POLICIES)
     if (eps is None) == (target is None):
         raise ValueError(f"pass exactly one of eps and target (got eps={eps}, target={target}); e.g. eps=0.05")
     if eps is not None:
@@ -235,9 +234,8 @@ def d4(X, labels=None, *, dedup_ratio: float = 0.75, ratio: float = 0.25, eps: f
     and the number of prototype clusters.
     """
     n = int(np.shape(X)[0])
-    for name, v in (("dedup_ratio", dedup_ratio), ("ratio", ratio)):
-        if not (isinstance(v, (int, float)) and 0 < v <= 1):
-            raise ValueError(f"{name}={v!r}; expected a fraction in (0, 1]")
+    check_fraction("dedup_ratio", dedup_ratio)
+    check_fraction("ratio", ratio)
     if target is not None:
         check_target(target, n)
     n_final = int(target) if target is not None else max(1, round(ratio * n))
@@ -294,7 +292,15 @@ def check_target(target: Any, n: int) -> int:
     return int(target)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_fraction(name: str, value: Any) -> float:
+    """``value`` (a D4 ratio) as a float in (0, 1], else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{name}={value!r}; expected a fraction in (0, 1]")
+    return float(value)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """ValueError unless ``value`` is one of ``choices`` (the message names ``name`` and the choices)."""
     if value not in choices:
         raise ValueError(f"{name}={value!r}; choose one of {', '.join(choices)}")
 

@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from subsetlm._stage import Output, Stage, check_out, identity
-from subsetlm.select.dedup import KEEP_POLICIES, RULES, check_eps, check_target, d4, default_partitions, semdedup
+from subsetlm.select.dedup import (KEEP_POLICIES, RULES, check_choice, check_eps, check_fraction, check_target, d4,
+                                   default_partitions, semdedup)
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ class DedupConfig:
     def validate(self, n: int | None = None) -> None:
         """Check every field (and, given the store size ``n``, the target and partitions); ValueError otherwise."""
         for name, choices in (("method", METHODS), ("rule", RULES), ("keep", KEEP_POLICIES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
+            check_choice(name, getattr(self, name), choices)
         if not self.store:
             raise ValueError("no embedding store given: pass STORE (a directory written by `subsetlm embed`)")
         if self.eps is not None:
@@ -96,9 +96,7 @@ class DedupConfig:
             raise ValueError(f"semdedup needs exactly one of --eps E (duplicates have cosine > 1 - E, e.g. 0.05) and "
                              f"--target N (keep N samples); got eps={self.eps}, target={self.target}")
         for name in ("dedup_ratio", "ratio"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-                raise ValueError(f"{name}={v!r}; expected a fraction in (0, 1]")
+            check_fraction(name, getattr(self, name))
         if self.method == "d4" and self.eps is None and self.target is None and self.ratio > self.dedup_ratio:
             raise ValueError(f"ratio={self.ratio} > dedup_ratio={self.dedup_ratio}: D4 prunes after SemDeDup, so the "
                              f"final fraction cannot exceed what SemDeDup keeps")
@@ -158,7 +156,7 @@ def dedup(cfg: DedupConfig, progress: bool = False) -> Path:
         idx = res.indices[np.lexsort((res.indices, -g[res.indices]))]  # least prototypical first
         gains, parts = g[idx], res.proto_labels[idx]
     timings["dedup_s"] = time.perf_counter() - t
-    sizes = np.bincount(res.representative[res.representative >= 0], minlength=n)[idx].astype(np.float64)
+    sizes = np.bincount(res.group[res.group >= 0], minlength=n)[idx].astype(np.float64)
     counts = {s: int((res.status == s).sum()) for s in ("kept", "duplicate", "pruned")}
     info = {"method": cfg.method, "eps": res.eps, "threshold": res.threshold, "rule": cfg.rule, "keep": cfg.keep,
             "n_partitions": P, "counts": counts, "groups_with_duplicates": int((sizes > 1).sum()),
