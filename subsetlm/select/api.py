@@ -343,7 +343,8 @@ def _config_identity(cfg: SelectConfig) -> dict[str, Any]:
 
 def _weighting(cfg: SelectConfig, store: Any) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """``(coverage weights (n,), quality (n,), manifest record)`` from the config's score files (None when unused)."""
-    from subsetlm.select.scores import file_sha256, group_size_weights, read_scores, values_sha256
+    from subsetlm._io import sha256_file
+    from subsetlm.select.scores import group_size_weights, read_scores, values_sha256
 
     record: dict[str, Any] = {}
     coverage = quality = None
@@ -366,7 +367,7 @@ def _weighting(cfg: SelectConfig, store: Any) -> tuple[np.ndarray | None, np.nda
         path = Path(cfg.within) / ASSIGNMENT_FILE
         rec = dict(record.get("coverage_weights", {"path": None, "column": None, "sha256": None}))
         rec.update(values_sha256=values_sha256(coverage),
-                   within_group_sizes={"path": str(path), "sha256": file_sha256(path)})
+                   within_group_sizes={"path": str(path), "sha256": sha256_file(path)})
         record["coverage_weights"] = rec
     return coverage, quality, record
 

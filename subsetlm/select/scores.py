@@ -36,19 +36,16 @@ from typing import Any
 
 import numpy as np
 
+from subsetlm._io import sha256_file
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_scores", "group_size_weights", "values_sha256", "file_sha256", "SUFFIXES"]
+__all__ = ["read_scores", "group_size_weights", "values_sha256", "SUFFIXES"]
 
 SUFFIXES = (".npy", ".parquet", ".jsonl", ".jsonl.gz")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # the old name (tests/select/test_weighted_cli.py imports it); use sha256_file
 
 
 def values_sha256(values: np.ndarray) -> str:
@@ -178,7 +175,7 @@ def read_scores(path: str | Path, store_ids: np.ndarray, *, column: str | None =
         need = "finite and >= 0 (shift or clip them, e.g. use a probability)" if nonnegative else "finite"
         raise ValueError(f"{what} {path}: {bad.size} score(s) are {'negative, ' if nonnegative else ''}NaN or inf "
                          f"(first: store id {store_ids[bad[0]]!r} = {values[bad[0]]}); scores must be {need}")
-    record = {"path": str(path), "column": column, "sha256": file_sha256(path), "values_sha256": values_sha256(values)}
+    record = {"path": str(path), "column": column, "sha256": sha256_file(path), "values_sha256": values_sha256(values)}
     return values, record
 
 
