@@ -46,7 +46,7 @@ def tlm_stage2(cfg: TrainRunConfig, run: Path, progress: bool) -> dict:
 
 def train_with_stage2(cfg: TrainRunConfig, progress: bool = False) -> Path:
     """Run ``subsetlm train``: :func:`~subsetlm.recipes.run.train_run`, with TLM stage 2 for tlm runs."""
-    stage2 = cfg.recipe == "tlm" and cfg.stage2_seeds > 0
+    stage2 = cfg.has_stage2
     return train_run(cfg, progress=progress, finish=tlm_stage2 if stage2 else None)
 
 

@@ -22,7 +22,6 @@ import logging
 import re
 from typing import Any, Iterator, Protocol, runtime_checkable
 
-from subsetlm.corpus._formats import CorpusError  # noqa: F401 - named in docstrings, raised by the readers
 from subsetlm.corpus.sample import Document, Sample
 
 logger = logging.getLogger(__name__)

@@ -128,9 +128,7 @@ class RayExecutor:
                      ) -> Iterator[tuple[int, Any]]:
         """Yield ``(i, func(state, task_i))`` as the actors finish them (see the module docstring)."""
         ray = connect(self.address)
-        size = self.actors or cluster_actors(ray, num_gpus, self.num_cpus)
-        if hasattr(tasks, "__len__"):
-            size = max(1, min(size, len(tasks)))  # type: ignore[arg-type]
+        size = self.actors or cluster_actors(ray, num_gpus, self.num_cpus)  # actors start only while tasks wait
         worker = ray.remote(_Worker).options(num_cpus=self.num_cpus, num_gpus=num_gpus, max_restarts=-1,
                                              max_task_retries=-1)
         setup_ref, func_ref = ray.put(setup), ray.put(func)

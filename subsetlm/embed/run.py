@@ -15,7 +15,8 @@ Re-running the same command:
 * ``OUT.tmp`` from a killed run with the same config -> resumes at the shards it had not
   written; the result is byte-identical to an uninterrupted run (except ``stats.json``).
   A run resumes only with the same ``shard_size`` and the same cut: ``--backend ray``
-  cuts shards per corpus file, ``local`` serially (``ValueError`` otherwise).
+  cuts shards per corpus file (serially with ``--limit``), ``local`` serially
+  (``ValueError`` otherwise).
 * ``OUT.tmp`` with another config -> ``ValueError`` (pass --force to start over).
 
 Example
@@ -34,7 +35,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
@@ -93,7 +94,8 @@ class EmbedConfig:
         Documents per reader block.
     backend : {"local", "ray"}, default "local"
         Where the shards are embedded (:func:`subsetlm.distributed.executor_for`): ``local``
-        in this process; ``ray``: each corpus file chunked in a Ray task, the shards
+        in this process; ``ray``: each corpus file chunked in a Ray task (serially with
+        ``limit``), the shards
         embedded by ``ray_actors`` Ray actors on the cluster at ``ray_address``. Same store,
         resumable.
     ray_address : str or None, default None
@@ -260,8 +262,9 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
                 if _after_shard is not None:
                     _after_shard(k)
         t_embed = time.perf_counter() - t1
-        plan.check_finished(writer.done(), d)
-        n, digest = writer.assemble(d)
+        finished = writer.done()
+        plan.check_finished(finished, d)
+        n, digest = writer.assemble(d, finished)
         if n == 0:
             raise ValueError(f"no samples to embed in {cfg.inputs}; check the inputs and --text-field")
         docs, zero_rows = _count_docs_and_zero_rows(d)
@@ -284,7 +287,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
             "shard_size": cfg.shard_size, "machine": platform.machine(),
         }
         write_json_atomic(d / "stats.json", stats)
-        writer.remove()
+        writer.remove(finished)
         shutil.rmtree(d / CHUNKS, ignore_errors=True)  # a per-file plan's chunk shards
         (d / PLAN_FILE).unlink()
     store = EmbeddingStore.open(out.path)
@@ -339,11 +342,6 @@ def _count_docs_and_zero_rows(d: Path) -> tuple[int, int]:
     for s in range(0, len(X), 65536):
         zero += int((~np.asarray(X[s:s + 65536]).any(axis=1)).sum())
     return docs, zero
-
-
-def config_dict(cfg: EmbedConfig) -> dict[str, Any]:
-    """The config as a plain dict (for logs and the CLI)."""
-    return asdict(cfg)
 
 
 def store_embedder(store: EmbeddingStore | str | Path, device: str = "auto", model: str | None = None) -> Embedder:

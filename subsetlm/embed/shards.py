@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
 CHUNKS = "chunks"
-CUTS = ("serial", "per-file")
 _DONE = "_DONE"
 _LISTING = "_SHARDS.json"
 _PROGRESS_STEP = 1024  # samples per embed() call: the progress bar moves at least this often

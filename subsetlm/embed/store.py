@@ -135,15 +135,6 @@ class ShardWriter:
         self.dim = int(dim)
         self.dtype = np.dtype(dtype)
 
-    def finished(self) -> list[tuple[int, int]]:
-        """``[(shard_no, n_rows), ...]`` for the consecutive finished shards 0, 1, 2, ..."""
-        out = []
-        k = 0
-        while self.is_finished(k):
-            out.append((k, self.rows(k)))
-            k += 1
-        return out
-
     def done(self) -> dict[int, int]:
         """``{shard_no: n_rows}`` of every finished shard (executors that run shards in parallel leave gaps)."""
         ks = sorted(int(p.name[:-len(".parquet")]) for p in self.dir.glob("[0-9]*.parquet")
@@ -160,10 +151,6 @@ class ShardWriter:
         """Whether shard ``k`` is written (its .parquet exists, written after its .npy)."""
         return (self.dir / f"{k:05d}.parquet").is_file() and (self.dir / f"{k:05d}.npy").is_file()
 
-    def write(self, k: int, X: np.ndarray, samples: Sequence[Any]) -> None:
-        """Write shard ``k``: embeddings ``X`` (len(samples), dim) and the samples' columns."""
-        self.write_table(k, X, samples_table(samples))
-
     def write_table(self, k: int, X: np.ndarray, table: Any) -> None:
         """Write shard ``k`` from a :func:`samples_table` (columns id, doc_id, source, n_tokens, text)."""
         X = check_embeddings(X, self.dim, f"shard {k}")
@@ -179,8 +166,9 @@ class ShardWriter:
         os.replace(tmp, npy)
         write_table_atomic(table, self.dir / f"{k:05d}.parquet")  # the shard counts as finished from here on
 
-    def assemble(self, tmp: Path) -> tuple[int, str]:
-        """Concatenate all finished shards into ``tmp/embeddings.npy``, ``ids.parquet``, ``texts.parquet``.
+    def assemble(self, tmp: Path, done: dict[int, int]) -> tuple[int, str]:
+        """Concatenate the finished shards ``done`` (:meth:`done`: shard -> rows, consecutive from 0) into
+        ``tmp/embeddings.npy``, ``ids.parquet``, ``texts.parquet``.
 
         Streams shard by shard (memory: one shard + one row group). Returns
         ``(n_rows, sha256 of embeddings.npy)``.
@@ -188,7 +176,9 @@ class ShardWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        shards = self.finished()
+        shards = sorted(done.items())
+        if [k for k, _ in shards] != list(range(len(shards))):
+            raise ValueError(f"{self.dir}: shards {[k for k, _ in shards][:8]} are not consecutive from 0")
         n = sum(c for _, c in shards)
         emb_path = Path(tmp) / "embeddings.npy"
         mm = np.lib.format.open_memmap(emb_path, mode="w+", dtype=self.dtype, shape=(n, self.dim))
@@ -228,9 +218,9 @@ class ShardWriter:
             txt_w.close()
         return n, sha256_file(emb_path)
 
-    def remove(self) -> None:
-        """Delete the shards, last first (an interrupted delete still leaves a resumable prefix)."""
-        for k in sorted(self.done(), reverse=True):
+    def remove(self, done: dict[int, int]) -> None:
+        """Delete the shards ``done``, last first (an interrupted delete still leaves a resumable prefix)."""
+        for k in sorted(done, reverse=True):
             (self.dir / f"{k:05d}.parquet").unlink()
             (self.dir / f"{k:05d}.npy").unlink()
         shutil.rmtree(self.dir, ignore_errors=True)

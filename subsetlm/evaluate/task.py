@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from subsetlm.task import SPLITS, Split, Task, load_task
+from subsetlm.task import Split, Task
 
-__all__ = ["SPLITS", "Split", "Task", "load_task", "few_shot", "majority_baseline"]
+__all__ = ["few_shot", "majority_baseline"]
 
 
 def few_shot(split: Split, size: int | None, seed: int) -> tuple[Split, Split]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -44,8 +43,6 @@ class IndexRunConfig:
         tasks (the store on a path every node reads).
     force : rebuild even when a matching graph / partitions exist.
     """
-
-    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "backend", "ray_address", "use_gpu")
 
     store: str = ""
     k: int = 32
@@ -81,8 +78,10 @@ class IndexRunConfig:
             raise ValueError("--partitions-only needs --partitions P (P > 1)")
         if self.k < 1:
             raise ValueError(f"k={self.k}; the kNN graph needs k >= 1 (32 is a good default)")
-        if self.backend not in ("local", "ray"):
-            raise ValueError(f"backend={self.backend!r}; choose local or ray")
+        from subsetlm.distributed import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}; choose one of {', '.join(BACKENDS)}")
         self.index_config()
 
 

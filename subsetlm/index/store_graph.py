@@ -100,7 +100,7 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
                            "or use --kind flat", cfg.k, recall, graph.params.get("nprobe", graph.params.get("ef_search")))
     stats = {"seconds_graph": round(t_graph, 3), "seconds_total": round(time.perf_counter() - t0, 3)}
     with out.writing(force=True) as tmp:
-        graph.write_into(tmp, stats=stats, extra={"store_fingerprint": store.fingerprint, "config": out.identity["config"]})
+        graph.write_into(tmp, stats=stats, extra=out.identity)
     logger.info("wrote %s (n=%d k=%d) in %.1fs", dest, graph.n, graph.k, time.perf_counter() - t0)
     return dest
 

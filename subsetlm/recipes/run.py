@@ -114,6 +114,11 @@ class TrainRunConfig:
     def reselect(self) -> bool:
         return self.reselect_every is not None or self.warmup_steps is not None
 
+    @property
+    def has_stage2(self) -> bool:
+        """A tlm run that ends with stage 2 (task-only fine-tuning: :mod:`subsetlm.train`)."""
+        return self.recipe == "tlm" and self.stage2_seeds > 0
+
     def validate(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
@@ -187,7 +192,7 @@ def train_run(cfg: TrainRunConfig, progress: bool = False, *, finish: Finish | N
     from subsetlm.recipes.presets import get_preset
 
     cfg.validate()
-    if cfg.recipe == "tlm" and cfg.stage2_seeds > 0 and finish is None:
+    if cfg.has_stage2 and finish is None:
         raise ValueError("the tlm recipe's stage 2 (fine-tuning on the task) is evaluation: run the train stage "
                          "subsetlm.train.train_with_stage2 (what `subsetlm train` runs), or pass "
                          "stage2_seeds=0 to train stage 1 only")

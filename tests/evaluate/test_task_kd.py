@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from subsetlm.evaluate.methods import kd_loss
-from subsetlm.evaluate.task import few_shot, load_task, majority_baseline
+from subsetlm.evaluate.task import few_shot, majority_baseline
+from subsetlm.task import load_task
 
 
 def _write(tmp_path, rows, name="t.jsonl"):
