@@ -42,6 +42,7 @@ class CorpusRows:
     ----------
     path : the input spec (``pubmed``, ``a.jsonl,b.jsonl``), recorded in subset manifests.
     ids : (n,) str array of row ids. ``doc_ids`` is the same array (a row is a document).
+    n_tokens : (n,) whitespace token counts (what a token budget spends).
     dim : 0 (no embeddings).
     """
 
@@ -90,6 +91,13 @@ class CorpusRows:
         if not hasattr(self, "_fp"):
             self._fp = rows_fingerprint(self.ids, self._texts)
         return self._fp
+
+    @property
+    def n_tokens(self) -> np.ndarray:
+        """(n,) int64 whitespace token counts of the rows (a store's ``n_tokens`` column), computed once."""
+        if not hasattr(self, "_n_tokens"):
+            self._n_tokens = np.fromiter((len(t.split()) for t in self._texts), dtype=np.int64, count=self.n)
+        return self._n_tokens
 
     @property
     def manifest(self) -> dict:

@@ -132,12 +132,6 @@ def _ground(cfg: RetrieveConfig) -> Any:
     return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field)
 
 
-def _n_tokens(ground: Any) -> np.ndarray:
-    if hasattr(ground, "n_tokens"):
-        return np.asarray(ground.n_tokens, dtype=np.int64)
-    return np.array([len(t.split()) for t in ground.texts(range(ground.n))], dtype=np.int64)
-
-
 def _contaminated(ground: Any, task: Any, texts: list[str]) -> np.ndarray:
     """(n,) bool: rows of the task's validation/test documents (same document id, or the same text)."""
     from subsetlm.task import HeldOut
@@ -184,7 +178,7 @@ def _diverse(cfg: RetrieveConfig, ground: Any, union: Merged, Q: np.ndarray, n: 
     at = by_row[res.order]
     picked = Merged(pool.index[at], pool.rank[at], pool.score[at], pool.query[at], pool.n_queries[at])
     cert = {"objective": float(res.objective), "upper_bound": float(res.upper_bound),
-            "ratio": float(res.objective / res.upper_bound) if res.upper_bound > 0 else 1.0,
+            "ratio": res.ratio,
             "random_objective": res.random_objective,
             "scope": f"facility-location mutual information over the {len(pool.index)}-row candidate pool"}
     return picked, res.gains, res.weights, cert, {"n_pool": int(len(pool.index)), "budget": str(budget)}
@@ -212,15 +206,16 @@ def retrieve(cfg: RetrieveConfig, progress: bool = False) -> Path:
     queries = task.train.texts
     ground = _ground(cfg)
     n = int(ground.n)
-    texts = ground.texts(np.arange(n))
+    source = cfg.pool if cfg.method == "diverse" else cfg.method
+    # every row's text: BM25 searches them and decontamination compares them (dense search needs neither)
+    texts = ground.texts(np.arange(n)) if source == "bm25" or cfg.decontaminate else None
     exclude = _contaminated(ground, task, texts) if cfg.decontaminate else None
     n_excluded = int(exclude.sum()) if exclude is not None else 0
     if n_excluded:
         logger.info("decontamination: %d of %d corpus rows belong to the task's validation/test documents and are "
                     "never retrieved", n_excluded, n)
     k = int(cfg.k or auto_k(len(queries)))
-    n_tokens = _n_tokens(ground)
-    source = cfg.pool if cfg.method == "diverse" else cfg.method
+    n_tokens = np.asarray(ground.n_tokens, dtype=np.int64)
     Q = None
     t = time.perf_counter()
     if source == "bm25":

@@ -106,6 +106,10 @@ class Count(Constraint):
     def describe(self) -> dict[str, Any]:
         return {"kind": "count", "count": int(self.count)}
 
+    def draw(self, order: np.ndarray) -> np.ndarray:
+        """The first ``count`` elements of ``order`` (every element fits until then: the base loop's result)."""
+        return np.asarray(order[:max(0, int(self.count))], dtype=np.int64)
+
 
 @dataclass
 class Knapsack(Constraint):

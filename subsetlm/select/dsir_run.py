@@ -55,7 +55,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from subsetlm._stage import Output, Stage, check_out, identity, manifest_config
+from subsetlm._stage import Output, Stage, check_out, identity
 from subsetlm.select.dsir import (DEFAULT_FEATURES, KL_BUCKETS, NgramHasher, check_features, check_smoothing,
                                   column_sums, kl_reduction, log_ratio, overlap)
 
@@ -155,13 +155,6 @@ def _blocks(ground: Any, rows: np.ndarray | None, size: int) -> Iterator[list[st
         yield ground.texts(rows[s:s + size])
 
 
-def _n_tokens(ground: Any, size: int) -> np.ndarray:
-    if hasattr(ground, "n_tokens"):
-        return np.asarray(ground.n_tokens, dtype=np.int64)
-    return np.fromiter((len(t.split()) for b in _blocks(ground, None, size) for t in b), dtype=np.int64,
-                       count=int(ground.n))
-
-
 def _fingerprint(kind: str, blocks: Iterator[list[str]]) -> tuple[str, int]:
     """SHA-256 of the texts of ``blocks`` in order, and how many there are."""
     sha = hashlib.sha256(f"subsetlm.dsir-target.{kind}\n".encode())
@@ -173,10 +166,20 @@ def _fingerprint(kind: str, blocks: Iterator[list[str]]) -> tuple[str, int]:
     return sha.hexdigest(), n
 
 
-def _target(cfg: DSIRConfig) -> tuple[Callable[[], Iterator[list[str]]], dict[str, Any]]:
+def _task(cfg: DSIRConfig) -> Any:
+    """The ``--task`` (read once: its train split is the target, its validation/test documents are held out)."""
+    if not cfg.task:
+        return None
+    from subsetlm.task import load_task
+
+    return load_task(cfg.task, text_field=cfg.text_field)
+
+
+def _target(cfg: DSIRConfig, task: Any) -> tuple[Callable[[], Iterator[list[str]]], dict[str, Any]]:
     """The target: a function giving its texts' blocks afresh, and its kind, spec, fingerprint and n_docs.
 
     Files are read once here to fingerprint them (a re-run skips before any n-gram is hashed).
+    ``task`` is :func:`_task`'s.
     """
     bs = int(cfg.batch_size)
     if cfg.target_store:
@@ -185,10 +188,8 @@ def _target(cfg: DSIRConfig) -> tuple[Callable[[], Iterator[list[str]]], dict[st
         store = EmbeddingStore.open(cfg.target_store)
         return (lambda: _blocks(store, None, bs)), {"kind": "store", "spec": str(cfg.target_store),
                                                      "fingerprint": store.fingerprint, "n_docs": int(store.n)}
-    if cfg.task:
-        from subsetlm.task import load_task
-
-        texts = load_task(cfg.task, text_field=cfg.text_field).train.texts
+    if task is not None:
+        texts = task.train.texts
         kind, spec = "task", str(cfg.task)
 
         def blocks() -> Iterator[list[str]]:
@@ -205,13 +206,13 @@ def _target(cfg: DSIRConfig) -> tuple[Callable[[], Iterator[list[str]]], dict[st
     return blocks, {"kind": kind, "spec": spec, "fingerprint": fp, "n_docs": n}
 
 
-def _held_out(cfg: DSIRConfig) -> Any:
+def _held_out(cfg: DSIRConfig, task: Any) -> Any:
     """With ``--task`` (and ``decontaminate``): the task's validation/test documents, never drawn."""
-    if not (cfg.task and cfg.decontaminate):
+    if task is None or not cfg.decontaminate:
         return None
-    from subsetlm.task import HeldOut, load_task
+    from subsetlm.task import HeldOut
 
-    return HeldOut(load_task(cfg.task, text_field=cfg.text_field))
+    return HeldOut(task)
 
 
 def _empty_target(target: dict[str, Any], n_ngrams: float) -> ValueError:
@@ -219,24 +220,16 @@ def _empty_target(target: dict[str, Any], n_ngrams: float) -> ValueError:
                       f"{n_ngrams:.0f} word n-grams; DSIR needs example texts of the target distribution")
 
 
-def _take(constraint: Any, order: np.ndarray) -> np.ndarray:
-    """The rows of ``order`` the budget takes: a count its prefix, a token budget every row that still fits."""
-    from subsetlm.select.constraints import Count
-
-    if isinstance(constraint, Count):
-        return np.asarray(order[:constraint.count], dtype=np.int64)
-    return constraint.draw(order)
-
-
 def _identity_of(path: Path) -> Any:
     """The identity a finished DSIR subset recorded: its config and its ground set's and target's fingerprints."""
     from subsetlm._io import read_json
 
-    config = manifest_config(path)
-    if config is None:
+    man = Path(path) / "manifest.json"
+    m = read_json(man) if man.is_file() else {}
+    if m.get("config") is None:
         return None
-    m = read_json(Path(path) / "manifest.json")
-    return {"config": config, "ground": m["store"]["fingerprint"], "target": m["selection"]["target"]["fingerprint"]}
+    return {"config": m["config"], "ground": m["store"]["fingerprint"],
+            "target": m["selection"]["target"]["fingerprint"]}
 
 
 def _overlap_error(target: dict[str, Any], n: int, n_ngrams: float, ov: float, min_overlap: float) -> ValueError:
@@ -263,15 +256,16 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
     hasher = NgramHasher(cfg.n_features)
     ground = _ground(cfg)
     n, bs = int(ground.n), int(cfg.batch_size)
-    tokens = _n_tokens(ground, bs) if parse_budget(cfg.budget).kind == "tokens" else None
-    constraint = from_budget(cfg.budget, n, n_tokens=tokens)
-    target_blocks, target = _target(cfg)
+    task = _task(cfg)
+    target_blocks, target = _target(cfg, task)
     if target["n_docs"] == 0:
         raise _empty_target(target, 0)
     out = Output(Path(cfg.out), {"config": identity(cfg), "ground": str(ground.fingerprint),
                                  "target": target["fingerprint"]}, what="DSIR subset", read_identity=_identity_of)
     if out.up_to_date(cfg.force):
         return out.path
+    tokens = np.asarray(ground.n_tokens, dtype=np.int64) if parse_budget(cfg.budget).kind == "tokens" else None
+    constraint = from_budget(cfg.budget, n, n_tokens=tokens)  # a bad budget is refused here, before any pass
 
     def blocks(rows: np.ndarray | None, desc: str) -> Iterator[list[str]]:
         it = _blocks(ground, rows, bs)
@@ -289,7 +283,7 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
 
     t = time.perf_counter()  # pass 1: the corpus's counts, and a random subset's under the same budget
     rand = np.zeros(n, dtype=bool)
-    rand[_take(constraint, np.random.default_rng((int(cfg.seed), RANDOM_STREAM)).permutation(n))] = True
+    rand[constraint.draw(np.random.default_rng((int(cfg.seed), RANDOM_STREAM)).permutation(n))] = True
     r_counts, x_counts, start = np.zeros(hasher.n_features), np.zeros(hasher.n_features), 0
     for block in blocks(None, "corpus counts"):
         M = hasher.transform(block)
@@ -303,7 +297,7 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
     timings["pass1_s"] = time.perf_counter() - t
 
     t = time.perf_counter()  # pass 2: the weights; the whole Gumbel order, taken as far as the budget allows
-    held = _held_out(cfg)
+    held = _held_out(cfg, task)
     doc_ids = np.asarray(ground.doc_ids) if held is not None else None
     parts, start = [], 0
     for b in blocks(None, "weights"):
@@ -320,7 +314,7 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
     if constraint.kind == "count" and constraint.count > n - n_excluded:
         raise ValueError(f"budget {cfg.budget} = {constraint.count} rows, but only {n - n_excluded} of the {n} rows "
                          f"may be drawn ({n_excluded} are the task's validation/test documents); lower --budget")
-    chosen = _take(constraint, gumbel_top_k(logw, n - n_excluded, int(cfg.seed)))
+    chosen = constraint.draw(gumbel_top_k(logw, n - n_excluded, int(cfg.seed)))
     timings["pass2_s"] = time.perf_counter() - t
 
     t = time.perf_counter()  # pass 3: the selected rows' counts -> the KL reduction
@@ -368,9 +362,9 @@ def _write(out: Output, cfg: DSIRConfig, ground: Any, chosen: np.ndarray, logw: 
 
 def summary(path: str | Path) -> str:
     """The line ``subsetlm dsir`` prints for the subset at ``path``."""
-    from subsetlm.subsets import read_subset
+    from subsetlm._io import read_json
 
-    m = read_subset(path).manifest
+    m = read_json(Path(path) / "manifest.json")
     s = m["selection"]
     return (f"wrote {path}: {m['size']} of {m['n_ground']} rows by DSIR toward {s['target']['kind']} "
             f"{s['target']['spec']} ({s['target']['n_docs']} docs); KL reduction {s['kl_reduction']:.4f} nats vs a "
