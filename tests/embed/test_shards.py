@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 
 import pytest
 from test_store import CALLS, FILES, cfg_for, corpus, expected_samples, write_corpus  # noqa: F401 (fixture)
@@ -85,6 +86,22 @@ def test_per_file_plan_drops_repeats_across_files_and_writes_the_same_store(tmp_
     assert not (b.path / "chunks").exists() and not (b.path / PLAN_FILE).exists()
 
 
+def test_with_limit_a_distributed_executor_cuts_the_stream_serially(tmp_path, per_file):
+    """--limit counts documents across files: the per-file cut cannot honour it, so the serial cut is recorded."""
+    d = _folder(tmp_path, with_ids=False)
+    plans = {}
+
+    def plan_of(name):
+        return lambda k: plans.setdefault(name, []).append(
+            (json.loads((tmp_path / f"{name}.tmp" / PLAN_FILE).read_text()), listed_chunks(tmp_path / f"{name}.tmp")))
+
+    limited = embed_corpus(cfg_for(d, tmp_path / "limited", limit=50), _after_shard=plan_of("limited"))
+    assert plans["limited"] and all(p == ({"cut": "serial", "shard_size": 16}, None) for p in plans["limited"])
+    assert limited.stats["docs"] == 50  # the first 50 documents: all of a.jsonl and 10 of b.jsonl
+    embed_corpus(cfg_for(d, tmp_path / "whole"), _after_shard=plan_of("whole"))  # the same executor, no limit
+    assert plans["whole"][0][0] == {"cut": "per-file", "shard_size": 16} and plans["whole"][0][1]
+
+
 def test_a_user_id_repeated_across_files_is_the_same_error_on_both_cuts(tmp_path, per_file, monkeypatch):
     d = _folder(tmp_path, with_ids=True)
     with pytest.raises(CorpusError) as files:
@@ -136,8 +153,10 @@ def test_volatile_fields_reuse_the_store_and_the_identity_is_unchanged(corpus, t
 def test_stage_runs_embed_corpus_and_prints_the_store_summary(corpus, tmp_path):  # noqa: F811 - the corpus fixture
     assert run_mod.STAGE.name == "embed" and run_mod.STAGE.config is EmbedConfig
     store = run_mod.STAGE.run(cfg_for(corpus, tmp_path / "s"))
-    assert run_mod.STAGE.summary(store) == store.summary()
-    assert run_mod.STAGE.summary(store).startswith("120 docs (") and str(tmp_path / "s") in store.summary()
+    assert store.path == tmp_path / "s" and store.stats["docs"] == 120
+    line = run_mod.STAGE.summary(store)
+    assert re.fullmatch(rf"120 docs \({store.n} samples\) -> 8-d float16 with test-fake in \d+\.\d s "
+                        rf"\(\d+\.\d docs/s\): {re.escape(str(tmp_path / 's'))}", line), line
 
 
 def test_a_store_of_another_config_is_both_a_value_and_a_file_exists_error(corpus, tmp_path):  # noqa: F811 - the corpus fixture

@@ -196,17 +196,38 @@ def store(tmp_path, small_jsonl):
     return out
 
 
-def _check_assignment(sub, eps=None):
+def _check_assignment(sub, store):
+    """assignment.parquet against the subset, the manifest and the store's embeddings (the method's own rules)."""
+    from subsetlm.embed import EmbeddingStore
+
     t = pq.read_table(sub / "assignment.parquet").to_pydict()
-    st, rep, sim, grp = (np.asarray(t[c]) for c in ("status", "representative", "similarity", "group"))
+    st, rep, sim, grp, dof = (np.asarray(t[c]) for c in ("status", "representative", "similarity", "group",
+                                                            "duplicate_of"))
+    sel = json.loads((sub / "manifest.json").read_text())["selection"]
     kept = np.sort(pq.read_table(sub / "subset.parquet").column("index").to_numpy())
     np.testing.assert_array_equal(np.flatnonzero(st == "kept"), kept)
-    assert set(st) <= {"kept", "duplicate", "pruned"}
     has = rep >= 0
     assert (st[rep[has]] == "kept").all() and (grp[has] == grp[rep[has]]).all()  # kept representative, same group
-    assert (grp[kept] == kept).all() or "pruned" in set(st)
-    if eps is not None:
-        assert (sim[st == "duplicate"] > 1 - eps - 1e-6).sum() >= 1
+    dup = np.flatnonzero(st == "duplicate")
+    assert len(dup) > 0 and (grp[dup] != dup).all()  # a duplicate never heads its group
+    if sel["method"] == "semdedup":
+        assert set(st) == {"kept", "duplicate"}
+        assert (grp[kept] == kept).all() and (rep[kept] == kept).all() and has.all()
+    else:  # d4: SemDeDup's survivors head their groups; the pruned ones represent nobody, not even themselves
+        assert set(st) == {"kept", "duplicate", "pruned"}
+        heads = np.flatnonzero(st != "duplicate")
+        assert (grp[heads] == heads).all() and (rep[kept] == kept).all()
+        assert (rep[st == "pruned"] == -1).all() and np.isnan(sim[st == "pruned"]).all()
+    assert (dof[st != "duplicate"] == -1).all()
+    if sel["rule"] == "semdedup":  # each duplicate names the sample it matched above the threshold
+        X = np.asarray(EmbeddingStore.open(store).embeddings, dtype=np.float64)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        assert (dof[dup] >= 0).all() and (dof[dup] != dup).all()
+        cos = np.einsum("ij,ij->i", X[dup], X[dof[dup]])
+        assert (cos > sel["threshold"] - 1e-6).all(), cos.min()
+        assert sel["threshold"] == pytest.approx(1 - sel["eps"])
+    else:  # components: a chain, no single cause
+        assert (dof == -1).all()
     return st, rep, sim
 
 
@@ -214,7 +235,7 @@ def test_cli_dedup_end_to_end(tmp_path, store):
     sub = tmp_path / "dedup"
     argv = ["dedup", str(store), "--eps", "0.6", "--out", str(sub), "-q"]
     assert main(argv) == 0
-    st, _, _ = _check_assignment(sub, eps=0.6)
+    st, _, _ = _check_assignment(sub, store)
     man = json.loads((sub / "manifest.json").read_text())
     sel = man["selection"]
     assert sel["counts"]["kept"] == (st == "kept").sum() and sel["counts"]["duplicate"] > 0
@@ -230,13 +251,13 @@ def test_cli_dedup_end_to_end(tmp_path, store):
     tgt = tmp_path / "target"
     assert main(["dedup", str(store), "--target", "41", "--rule", "components", "--out", str(tgt), "-q"]) == 0
     assert pq.read_table(tgt / "subset.parquet").num_rows == 41
-    _check_assignment(tgt)
+    _check_assignment(tgt, store)
 
 
 def test_cli_d4_and_scores(tmp_path, store):
     sub = tmp_path / "d4"
     assert main(["dedup", str(store), "--method", "d4", "--partitions", "2", "--out", str(sub), "-q"]) == 0
-    st, _, _ = _check_assignment(sub)
+    st, _, _ = _check_assignment(sub, store)
     assert (st == "kept").sum() == 15 and (st == "pruned").sum() == 45 - 15 and (st == "duplicate").sum() == 15
     gains = pq.read_table(sub / "subset.parquet").column("gain").to_numpy()
     assert (np.diff(gains) <= 0).all()  # least prototypical first
@@ -249,7 +270,7 @@ def test_cli_d4_and_scores(tmp_path, store):
     sc = tmp_path / "scored"
     assert main(["dedup", str(store), "--eps", "0.6", "--keep", "score", "--scores", str(scores),
                  "--score-column", "quality", "--out", str(sc), "-q"]) == 0
-    st, rep, _ = _check_assignment(sc)
+    st, rep, _ = _check_assignment(sc, store)
     q = np.arange(60.0)[::-1]  # the score of store row i
     dup = np.flatnonzero(st == "duplicate")
     assert (q[rep[dup]] > q[dup]).all()  # the kept member of a group has the highest score in it
