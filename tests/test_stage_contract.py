@@ -75,6 +75,10 @@ def test_caches_are_rebuilt_when_stale(tmp_path):
         (d / "x").write_text("8")
     stale = Output(tmp_path / "g", {"k": 16}, on_mismatch="rebuild")
     assert stale.up_to_date(force=False) is False  # no error: a cache
+    with stale.writing(force=False) as d:  # ... written anew over the stale one, without --force
+        (d / "x").write_text("16")
+    assert (tmp_path / "g" / "x").read_text() == "16"  # replaced
+    assert stale.recorded() == {"k": 16} and stale.up_to_date(force=False) is True
 
 
 def test_file_outputs_and_identity(tmp_path):
@@ -131,7 +135,7 @@ def test_index_force_rebuilds_partitions(tmp_path, store):
     assert np.array_equal(np.load(labels), good)
 
 
-def test_select_options_reach_the_manifest(tmp_path, store):
+def test_select_options_reach_the_manifest(tmp_path, store, capsys):
     sub = tmp_path / "sub"
     assert main(["select", str(store), "--budget", "10", "--k", "8", "--out", str(sub), "--source-proportions",
                  "corpus=1", "-q"]) == 0
@@ -139,8 +143,12 @@ def test_select_options_reach_the_manifest(tmp_path, store):
     assert man["config"]["source_proportions"] == {"corpus": 1.0} and man["selection"]["quotas"] == {"corpus": 10}
     assert man["config"]["kernel"] == "sparse"  # auto, resolved for facility location
     other = tmp_path / "other"
+    capsys.readouterr()
     assert main(["select", str(store), "--budget", "10", "--k", "8", "--out", str(other), "--source-proportions",
                  "nope=1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown source(s) ['nope']" in err and "known sources: ['corpus']" in err, err
+    assert not other.exists()
 
 
 def test_select_refuses_a_different_config_and_a_changed_store(tmp_path, store, capsys):

@@ -29,8 +29,7 @@ def test_assigned_similarities_sum_to_the_objective(kw):
     assert np.all(rep[sel.indices] == sel.indices)  # a kept sample represents itself
     assert set(rep[rep >= 0].tolist()) <= set(sel.indices.tolist())
     total = float(np.sum(np.maximum(sim[rep >= 0], 0).astype(np.float64)))
-    if "queries" not in kw:  # fl-mi's coverage is capped by each row's query relevance
-        assert total == pytest.approx(sel.certificate["objective"], rel=1e-5)
+    assert total == pytest.approx(sel.certificate["objective"], rel=1e-5)  # fl-mi too: its capped coverage
 
 
 def test_rows_restrict_the_ground_set():
