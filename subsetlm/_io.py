@@ -140,6 +140,18 @@ def hash_unit(seed: int, key: str) -> float:
     return int.from_bytes(h[:8], "big") / 2.0 ** 64
 
 
+def hash_split(seed: int, key: str, fractions: tuple[float, float, float]) -> str:
+    """``train`` / ``validation`` / ``test`` for ``key`` by :func:`hash_unit` and the split ``fractions``.
+
+    >>> hash_split(0, "doc-1", (1.0, 0.0, 0.0))
+    'train'
+    """
+    u = hash_unit(seed, key)
+    if u < fractions[0]:
+        return "train"
+    return "validation" if u < fractions[0] + fractions[1] else "test"
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from subsetlm._io import hash_unit
+from subsetlm._io import hash_split, hash_unit
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ def load_task(path: str | Path, *, text_field: str = "text", label_field: str = 
             group = str(rec.get(group_field) if rec.get(group_field) is not None else text)
             split = rec.get(split_field)
             if split is None:
-                u = hash_unit(seed, group)
-                split = "train" if u < fractions[0] else ("validation" if u < fractions[0] + fractions[1] else "test")
+                split = hash_split(seed, group, fractions)
             if split in ("dev", "valid", "val"):
                 split = "validation"
             if split not in rows:
@@ -127,8 +126,8 @@ def load_task(path: str | Path, *, text_field: str = "text", label_field: str = 
 
     if not rows["validation"]:  # carve a validation split out of train, by group
         tr = rows["train"]
-        val = [r for r in tr if hash_unit(seed + 1, r[2]) < 0.1]
-        rows["train"], rows["validation"] = [r for r in tr if hash_unit(seed + 1, r[2]) >= 0.1], val
+        held = [hash_unit(seed + 1, r[2]) < 0.1 for r in tr]
+        rows["train"], rows["validation"] = [r for r, h in zip(tr, held) if not h], [r for r, h in zip(tr, held) if h]
     task = Task(path.stem, labels, mk(rows["train"]), mk(rows["validation"]), mk(rows["test"]))
     logger.info("task %s: %d labels, train/validation/test = %d/%d/%d", task.name, len(labels), len(task.train),
                 len(task.validation), len(task.test))

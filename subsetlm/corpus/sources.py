@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from subsetlm._io import (atomic_dir, cache_dir, hash_unit, is_complete, sha256_file, write_bytes_atomic,
+from subsetlm._io import (atomic_dir, cache_dir, hash_split, is_complete, sha256_file, write_bytes_atomic,
                           write_json_atomic)
 from subsetlm.corpus._medline import iter_medline
 
@@ -276,13 +276,6 @@ def pubtype_label(publication_types: list[str]) -> str | None:
     return None
 
 
-def _split_of(pmid: str, seed: int, fractions: tuple[float, float, float]) -> str:
-    u = hash_unit(seed, pmid)
-    if u < fractions[0]:
-        return "train"
-    return "validation" if u < fractions[0] + fractions[1] else "test"
-
-
 def _write_task(src: Path, out: Path, meta_path: Path, seed: int, fr: tuple[float, float, float]) -> None:
     meta_path.unlink(missing_ok=True)  # the meta file marks a finished task; it goes last
     labels: Counter[str] = Counter()
@@ -296,7 +289,7 @@ def _write_task(src: Path, out: Path, meta_path: Path, seed: int, fr: tuple[floa
             if label is None:
                 dropped += 1
                 continue
-            split = _split_of(rec["id"], seed, fr)
+            split = hash_split(seed, rec["id"], fr)
             labels[label] += 1
             splits[f"{split}/{label}"] += 1
             buf.write(json.dumps({"id": rec["id"], "text": rec["text"], "label": label, "split": split},

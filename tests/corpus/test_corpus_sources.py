@@ -78,10 +78,12 @@ def test_pubtype_label(types, label):
 
 
 def test_split_is_deterministic_and_seeded():
+    from subsetlm._io import hash_split  # the split the pubmed task and load_task share
+
     ids = [str(i) for i in range(5000)]
-    a = [sources._split_of(i, 0, (0.8, 0.1, 0.1)) for i in ids]
-    assert a == [sources._split_of(i, 0, (0.8, 0.1, 0.1)) for i in ids]
-    assert a != [sources._split_of(i, 1, (0.8, 0.1, 0.1)) for i in ids]
+    a = [hash_split(0, i, (0.8, 0.1, 0.1)) for i in ids]
+    assert a == [hash_split(0, i, (0.8, 0.1, 0.1)) for i in ids]
+    assert a != [hash_split(1, i, (0.8, 0.1, 0.1)) for i in ids]
     frac = {s: a.count(s) / len(a) for s in ("train", "validation", "test")}
     assert abs(frac["train"] - 0.8) < 0.03 and abs(frac["test"] - 0.1) < 0.03
 
