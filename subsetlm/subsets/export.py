@@ -161,7 +161,7 @@ def _jsonl_lines(batch: pa.RecordBatch) -> bytes:
 
 def export_subset(
     subset_path: str | Path | SubsetFile,
-    store_path: str | Path | Any,
+    store_path: str | Path | Any | None,
     out: str | Path,
     *,
     format: str | None = None,
@@ -177,8 +177,8 @@ def export_subset(
     ----------
     subset_path : path or SubsetFile
         The subset (validated against the store first).
-    store_path : path or EmbeddingStore
-        The store the subset was selected from.
+    store_path : path, EmbeddingStore or None
+        The store the subset was selected from (``None``: the path its manifest records).
     out : path
         Output file. ``.jsonl`` / ``.jsonl.gz`` (gzip, deterministic header) or
         ``.parquet``.
@@ -213,6 +213,9 @@ def export_subset(
     fields = check_fields(include_fields)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --force (overwrite=True) to replace it or choose another --out")
+    if store_path is None:  # the store its manifest records: read the subset now (once), check it below
+        subset_path = subset_path if isinstance(subset_path, SubsetFile) else read_subset(subset_path)
+        store_path = subset_path.manifest["store"]["path"]
     store = open_store(store_path)
     subset = _open_subset(subset_path, store)
     batches: Iterator[pa.RecordBatch] = iter_batches(
@@ -310,12 +313,8 @@ class ExportConfig:
 def run_export(cfg: ExportConfig, progress: bool = False) -> Path:
     """Run ``subsetlm export``: the subset's samples with their text, written atomically to ``cfg.out``."""
     cfg.validate()
-    out = check_out(cfg.out)
-    if out.exists() and not cfg.force:
-        raise FileExistsError(f"{out} already exists; pass --force to replace it or choose another --out")
-    store = cfg.store or read_subset(cfg.subset).manifest["store"]["path"]
-    return export_subset(cfg.subset, store, out, format=cfg.format, include_fields=cfg.fields, order=cfg.order,
-                         overwrite=cfg.force, progress=progress)
+    return export_subset(cfg.subset, cfg.store or None, check_out(cfg.out), format=cfg.format,
+                         include_fields=cfg.fields, order=cfg.order, overwrite=cfg.force, progress=progress)
 
 
 def summary(path: Path) -> str:

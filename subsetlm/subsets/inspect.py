@@ -1,6 +1,7 @@
 """``subsetlm inspect SUBSET``: why each sample was kept or dropped, as text (and a PNG).
 
-Reads the subset's ``assignment.parquet`` (:mod:`subsetlm.subsets.assignment`) and its store,
+Reads the subset's ``assignment.parquet`` (:mod:`subsetlm.subsets.assignment`) and its ground
+set (the embedding store, or the corpus files a ``dsir`` / ``retrieve`` subset was drawn from),
 and reports: the status counts; a coverage histogram (each dropped sample's similarity to
 the subset sample that represents it); the least-covered samples with their text; a few
 dropped -> kept pairs (near-duplicates, pruned prototypes, covered samples) with both texts;
@@ -33,7 +34,8 @@ BINS = np.round(np.linspace(0.0, 1.0, 11), 2)
 class InspectConfig:
     """Configuration of ``subsetlm inspect``.
 
-    subset : the subset directory. store : its store (default: the path its manifest records).
+    subset : the subset directory. store : its ground set, a store or a corpus file (default: what its
+        manifest records: the config's ``corpus`` inputs, else the store path).
     examples : samples shown per list. plot : also write a PNG here (None: no plot).
     """
 
@@ -65,16 +67,30 @@ def coverage_histogram(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return counts, BINS
 
 
+def ground_set(manifest: dict, store: str | None = None) -> Any:
+    """The rows a subset indexes: ``store`` when given, else the inputs its manifest records.
+
+    A ``dsir`` / ``retrieve`` subset records its ``corpus`` inputs (a store directory or corpus
+    files, read again with the recorded ``text_field``, ``id_field`` and ``limit``); any other
+    subset its store's path. Opened by :func:`subsetlm.embed.store.open_rows`.
+    """
+    from subsetlm.embed.store import open_rows
+
+    config = manifest.get("config") or {}
+    inputs = [store] if store else list(config.get("corpus") or [manifest["store"]["path"]])
+    return open_rows([str(x) for x in inputs], text_field=config.get("text_field", "text"),
+                     id_field=config.get("id_field"), limit=config.get("limit"))
+
+
 def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
     """The report of ``subsetlm inspect`` (see the module docstring); writes ``cfg.plot`` when given."""
     from subsetlm.subsets.assignment import read_assignment
-    from subsetlm.subsets.export import open_store
-    from subsetlm.subsets.format import read_subset
+    from subsetlm.subsets.format import check_against_store, read_subset
 
     cfg.validate()
     sub = read_subset(cfg.subset)
-    store = open_store(cfg.store or sub.manifest["store"]["path"])
-    sub = read_subset(cfg.subset, store=store)
+    store = ground_set(sub.manifest, cfg.store)
+    check_against_store(sub, store)
     a = read_assignment(sub)
     status = np.asarray(a.column("status").to_pylist(), dtype=object)
     rep = a.column("representative").to_numpy()
@@ -135,12 +151,12 @@ def _pairs(store: Any, rows: np.ndarray, rep: np.ndarray, sim: np.ndarray, statu
     want = np.unique(np.concatenate([rep[rows][rep[rows] >= 0], dup[rows][dup[rows] >= 0]])).astype(np.int64)
     texts = dict(zip(rows.tolist(), store.texts(rows)))
     other = dict(zip(want.tolist(), store.texts(want))) if want.size else {}
-    X = store.embeddings
     out = []
     for i in rows.tolist():
         out.append(f"  [{i}] {status[i]}: {_short(texts[i])}")
         d, r = int(dup[i]), int(rep[i])
         if d >= 0 and d != r:
+            X = store.embeddings  # only a dedup subset names duplicates, and it has a store
             cos = float(np.dot(np.asarray(X[i], np.float32), np.asarray(X[d], np.float32)))
             out.append(f"      duplicate of [{d}] cos {cos:.3f}: {_short(other[d])}")
         out.append(f"      -> [{r}] cos {sim[i]:.3f}: {_short(other[r])}" if r >= 0 else "      -> (none in the subset)")
