@@ -149,7 +149,7 @@ def max_earlier(X, perm, bounds, use_graph, graph, lab, t, block_elems, progress
         early, late = np.minimum(ga, gb), np.maximum(ga, gb)
         order = np.lexsort((early, -gw, late))  # per later position: highest cosine, then lowest position
         late, early, gw = late[order], early[order], gw[order]
-        first = np.r_[True, late[1:] != late[:-1]]
+        first = np.r_[True, late[1:] != late[:-1]][:len(late)]  # (no edge above t: nothing to set)
         M[late[first]], A[late[first]] = gw[first], early[first]
     return M, A
 
