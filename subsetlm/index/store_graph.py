@@ -51,6 +51,11 @@ def graph_dir(store, k: int) -> Path:
     return Path(_open(store).path) / "graphs" / f"knn-k{int(k)}"
 
 
+def partitions_dir(store, n_partitions: int, seed: int = 0) -> Path:
+    """``STORE/partitions/kmeans-{P}-seed{S}`` (labels.npy, centroids.npy)."""
+    return Path(_open(store).path) / "partitions" / f"kmeans-{int(n_partitions)}-seed{int(seed)}"
+
+
 def _config_key(cfg: IndexConfig) -> dict:
     return {f: getattr(cfg, f) for f in _RESULT_FIELDS}
 
@@ -176,7 +181,7 @@ def build_store_partitions(store, n_partitions: int, seed: int = 0, force: bool 
         Labels (no empty partition); ``centroids.npy`` is saved beside ``labels.npy``.
     """
     store = _open(store)
-    dest = Path(store.path) / "partitions" / f"kmeans-{int(n_partitions)}-seed{int(seed)}"
+    dest = partitions_dir(store, n_partitions, seed)
     key = {"n_partitions": int(n_partitions), "seed": int(seed),
            **{k: v for k, v in kmeans_kw.items() if k in ("sample_size", "niter", "nredo")}}
     out = _cache(dest, {"store_fingerprint": store.fingerprint, "config": key}, "k-means partitions")

@@ -231,10 +231,11 @@ def _partitions(store: Any, P: int, seed: int, progress: bool) -> tuple[np.ndarr
     if P <= 1:
         return np.zeros(int(store.n), np.int32), None
     from subsetlm.index import build_store_partitions
+    from subsetlm.index.store_graph import partitions_dir
 
     labels = build_store_partitions(store, P, seed=seed, progress=progress)
-    cdir = Path(store.path) / "partitions" / f"kmeans-{int(P)}-seed{int(seed)}" / "centroids.npy"
-    return labels, (np.load(cdir) if cdir.is_file() else None)
+    cfile = partitions_dir(store, P, seed) / "centroids.npy"
+    return labels, (np.load(cfile) if cfile.is_file() else None)
 
 
 def _cached_graph(store: Any) -> Any:
