@@ -25,9 +25,9 @@
   fingerprints: a re-run skips, another config or input is refused unless ``force``.
 
 Refused before anything is written: an empty target; a target whose hashed n-gram
-distribution overlaps the corpus's by less than ``min_overlap`` (Σ_f min(p̂_t, p̂_r), 0.1:
-on PubMed, English text of other domains scores 0.17-0.40, other languages 0.011-0.044;
-:func:`~subsetlm.select.dsir.overlap`);
+distribution overlaps the corpus's by less than ``min_overlap`` (Σ_f min(p̂_t, p̂_r), 0.1;
+in a one-off measurement against PubMed, English text of other domains scored 0.17-0.40,
+other languages 0.011-0.044: :func:`~subsetlm.select.dsir.overlap`);
 a budget above the number of rows; a ``limit`` with a store.
 
 Example
@@ -235,9 +235,10 @@ def _identity_of(path: Path) -> Any:
 def _overlap_error(target: dict[str, Any], n: int, n_ngrams: float, ov: float, min_overlap: float) -> ValueError:
     return ValueError(f"the target ({target['kind']} {target['spec']}, {target['n_ngrams']} n-grams) and the corpus "
                       f"({n} rows, {n_ngrams:.0f} n-grams) share only {ov:.3f} of their hashed n-gram distribution "
-                      f"(sum of min(p_target, p_corpus) = {ov:.3f} < min_overlap {min_overlap}; against PubMed, "
-                      f"English text of other domains scores 0.17-0.40, other languages 0.011-0.044). Check the "
-                      f"target's and the corpus's language and --text-field, or pass --min-overlap 0 to select anyway")
+                      f"(sum of min(p_target, p_corpus) = {ov:.3f} < min_overlap {min_overlap}; against PubMed, in a "
+                      f"one-off measurement, English text of other domains scored 0.17-0.40, other languages "
+                      f"0.011-0.044). Check the target's and the corpus's language and --text-field, or pass "
+                      f"--min-overlap 0 to select anyway")
 
 
 def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
