@@ -30,6 +30,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -159,12 +160,10 @@ def curation_texts(root: Path, n: int, seed: int = 0) -> tuple[Path, Path, dict]
     if not (units.exists() and codes.exists() and meta_p.exists()):
         texts, src, docs = _units()
         perm = np.random.default_rng((seed, 0x5E)).permutation(len(texts))
-        tmp = units.with_name(units.name + ".tmp")
-        tmp.write_text("\n".join(texts[i] for i in perm), encoding="utf-8")
         np.save(codes, src[perm])
         meta_p.write_text(json.dumps({"documents": docs, "sentences": len(texts),
                                       "per_source": {s: int((src == c).sum()) for c, s in enumerate(SOURCES)}}))
-        os.replace(tmp, units)
+        _write_lines(units, (texts[i] for i in perm))  # last: the three files exist only once this one does
     meta = json.loads(meta_p.read_text())
     out, out_src = root / f"texts-{n}-s{seed}.txt", root / f"texts-{n}-s{seed}-source.npy"
     if not (out.exists() and out_src.exists()):
@@ -172,10 +171,8 @@ def curation_texts(root: Path, n: int, seed: int = 0) -> tuple[Path, Path, dict]
         src = np.load(codes)
         U = len(base)
         rows = [base[i % U] if i < U else f"{base[i % U]} ({i // U})" for i in range(n)]
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("\n".join(rows), encoding="utf-8")
         np.save(out_src, src[np.arange(n) % U])
-        os.replace(tmp, out)
+        _write_lines(out, rows)
     meta = dict(meta, n=n, repeats=int(np.ceil(n / meta["sentences"])))
     return out, out_src, meta
 
@@ -186,11 +183,15 @@ def target_texts(root: Path) -> tuple[Path, int]:
 
     path = root / "target-pubmed-task-train.txt"
     if not path.exists():
-        texts = [" ".join(t.split()) for t in load_task("pubmed-task").train.texts]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(texts), encoding="utf-8")
-        os.replace(tmp, path)
+        _write_lines(path, (" ".join(t.split()) for t in load_task("pubmed-task").train.texts))
     return path, len(read_lines(path))
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    """``lines`` joined by newlines (none after the last), UTF-8, written through a temporary file and a rename."""
+    from subsetlm._io import write_bytes_atomic
+
+    write_bytes_atomic(path, "\n".join(lines).encode("utf-8"))
 
 
 def read_lines(path: Path, limit: int | None = None) -> list[str]:

@@ -7,10 +7,10 @@ docs/benchmarks.md; ``figure(results)`` draws time and peak RSS against n per me
 
 from __future__ import annotations
 
-import re
 import statistics
 
 from benchmarks import _curation_data as data
+from benchmarks._report import cores
 
 METHODS = ("facility-location", "semdedup", "d4", "dsir")
 FIGURE = "curation_scaling.png"
@@ -123,12 +123,15 @@ def reading(results: dict) -> list[str]:
                    f"{a['rss'] - a['before']:.2f} GB above the start{mapped}): {share} of the wall time; {why[m]}.")
     if "d4" in best and "semdedup" in best and best["d4"][0] == best["semdedup"][0]:
         n, d4, sd = best["d4"][0], best["d4"][1], best["semdedup"][1]
-        m = round(0.75 * n)
-        sample = min(m, 256 * round(m ** 0.5))
-        out.append(f"- D4's peak RSS is {d4['rss'] - sd['rss']:.2f} GB above SemDeDup's at n = {n:,}: its prototype "
-                   f"step gathers the m = {m:,} kept rows into one float32 array (m x 384 x 4 bytes = "
-                   f"{m * 384 * 4 / 1e9:.2f} GB), then k-means copies a float32 training sample of {sample:,} rows "
-                   f"({sample * 384 * 4 / 1e9:.2f} GB) out of it.")
+        m, clusters = _d4_prototype_step(d4, sd)
+        if m is not None and clusters:
+            from subsetlm.index.partitions import MAX_SAMPLE
+
+            sample = min(m, 256 * clusters, MAX_SAMPLE)  # kmeans_partitions' default training sample
+            out.append(f"- D4's peak RSS is {d4['rss'] - sd['rss']:.2f} GB above SemDeDup's at n = {n:,}: its "
+                       f"prototype step gathers the m = {m:,} kept rows into one float32 array (m x 384 x 4 bytes = "
+                       f"{m * 384 * 4 / 1e9:.2f} GB), then k-means copies a float32 training sample of {sample:,} "
+                       f"rows ({sample * 384 * 4 / 1e9:.2f} GB) out of it.")
     gauge = [r["phases"]["target model"] for s in results["sizes"].values() for r in s["runs"]
              if r["method"] == "dsir" and r["status"] == "ok" and "target model" in r["phases"]]
     if len(gauge) > 1:
@@ -137,6 +140,19 @@ def reading(results: dict) -> list[str]:
                    f"of {max(gauge) / min(gauge):.1f}): compare times across sizes and methods with that in "
                    "mind.")
     return out
+
+
+def _d4_prototype_step(d4: dict, semdedup: dict) -> tuple[int | None, int | None]:
+    """(rows SemDeDup kept for D4's prototype step, its k-means clusters), as the D4 run recorded them.
+
+    Results written before the run recorded ``kept_after_dedup`` take the SemDeDup run's kept count
+    when both found the same eps (the same SemDeDup step on the same partitions); else None.
+    """
+    e = d4["extra"]
+    m = e.get("kept_after_dedup")
+    if m is None and e.get("eps") is not None and semdedup["extra"].get("eps") == e["eps"]:
+        m = semdedup["keeps"]["kept"]
+    return m, e.get("proto_partitions")
 
 
 def _others_text(runs: list[dict]) -> str:
@@ -151,7 +167,7 @@ def _range(v: list[float]) -> str:
 
 def markdown(results: dict) -> str:
     sizes = sorted(results["sizes"].values(), key=lambda s: s["n"])
-    cores = int(re.search(r"(\d+) cores", results["machine"]).group(1))
+    nc = cores(results)
     intro = ("Each method runs once per repeat in its own child process: **wall s** and **CPU s** (user + system) "
              "cover the call only (imports, numba's start-up and reading the inputs come before the clock); "
              "**peak RSS** is the child's `ru_maxrss` (interpreter, libraries, inputs and the method together; "
@@ -180,7 +196,7 @@ def markdown(results: dict) -> str:
                    "per run."),
                   "", "Load: `uptime` before and after: " + "; ".join(f"`{u}`" for u in s["uptime"])
                   + "; 1-min load average at the start of each child: " + _range([r["load1"] for r in s["runs"]])
-                  + f" ({cores} cores; a child runs up to {cores} threads, so load beyond that is other work); "
+                  + f" ({nc} cores; a child runs up to {nc} threads, so load beyond that is other work); "
                   + "other test or benchmark processes at a child's start or end: "
                   + _others_text(s["runs"]) + ".",
                   "", table(s)]

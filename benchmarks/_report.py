@@ -44,6 +44,29 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
 
 
+def cores(results: dict) -> int:
+    """The core count of the machine a results dict was measured on (from its ``machine`` line; default: this one's).
+
+    >>> cores({"machine": "AMD EPYC, 2 cores, 24 GiB RAM, Python 3.11.7"})
+    2
+    """
+    m = re.search(r"(\d+) cores", results.get("machine", ""))
+    return int(m.group(1)) if m else (os.cpu_count() or 1)
+
+
+def versions(packages: tuple[str, ...], missing: str | None = None) -> dict[str, str | None]:
+    """The installed version of each of ``packages`` (``missing`` for one that is not installed)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = missing
+    return out
+
+
 def cpu_flags(*wanted: str) -> list[str]:
     """Which of ``wanted`` CPU feature flags ``/proc/cpuinfo`` lists (as lscpu shows them), in order.
 

@@ -7,12 +7,10 @@ docs/figures/selection_scaling.png (time and peak memory vs n, log-log).
 
 from __future__ import annotations
 
-import os
-import re
 import statistics
 from pathlib import Path
 
-from benchmarks._report import FIG_DIR, machine, update_section
+from benchmarks._report import FIG_DIR, cores, machine, update_section
 from benchmarks._selection_methods import PEERS
 
 FIGURE = FIG_DIR / "selection_scaling.png"
@@ -22,12 +20,6 @@ ORDER = ("subsetlm-lazy", "subsetlm-stochastic", "subsetlm-join", "submodlib", "
 
 def machine_line() -> str:
     return machine()
-
-
-def cores(results: dict) -> int:
-    """The core count of the machine the results were measured on (from its machine line)."""
-    m = re.search(r"(\d+) cores", results.get("machine", ""))
-    return int(m.group(1)) if m else (os.cpu_count() or 1)
 
 
 def _agg(runs: list[dict]) -> dict:

@@ -51,13 +51,14 @@ import numpy as np
 
 from benchmarks import _curation_data as data
 from benchmarks._curation_report import FIGURE, METHODS, figure, markdown
-from benchmarks._report import machine, publish, run_capped, setup_logging
+from benchmarks._report import machine, publish, run_capped, setup_logging, versions
 
 FRACTION = 0.25  # facility location and DSIR budgets, D4's final ratio
 DEDUP_KEEP = 0.75  # SemDeDup's target, D4's R_dedup
 K = 32
 GB = 1e9
 SECTION = "curation"
+VERSIONS = ("subsetlm", "faiss-cpu", "numpy", "numba", "scikit-learn")  # recorded with the results
 
 
 # ---------------------------------------------------------------- worker side
@@ -158,8 +159,8 @@ def _run(method: str, inputs, phases: dict) -> tuple[np.ndarray, dict]:
         res = semdedup(X, labels, target=round(DEDUP_KEEP * n), centroids=C)
     else:
         res = d4(X, labels, centroids=C)
-    return res.indices, {"eps": res.eps, "partitions": int(res.info["n_partitions"]),
-                         **({"proto_partitions": res.info["d4"]["proto_partitions"]} if "d4" in res.info else {})}
+    d4_info = {k: res.info["d4"][k] for k in ("proto_partitions", "kept_after_dedup")} if "d4" in res.info else {}
+    return res.indices, {"eps": res.eps, "partitions": int(res.info["n_partitions"]), **d4_info}
 
 
 def _top(prof, count: int = 8) -> list:
@@ -340,18 +341,6 @@ def bench_size(n: int, methods: list[str], repeats: int, max_seconds: float, tar
             "inputs": {k: v for k, v in inputs.items() if k != "n"}, "runs": runs, "profiles": profiles}
 
 
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("subsetlm", "faiss-cpu", "numpy", "numba", "scikit-learn"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "n/a"
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
@@ -406,7 +395,7 @@ def main(argv=None) -> int:
                 res["uptime"] = old["uptime"] + res["uptime"]
                 res["profiles"] = {**old.get("profiles", {}), **res["profiles"]}
             results["sizes"][str(n)] = res
-            results.update(machine=machine(), versions=_versions())
+            results.update(machine=machine(), versions=versions(VERSIONS, missing="n/a"))
             results_path.write_text(json.dumps(results, indent=1))
     md = markdown(results)
     write = not (a.no_write or a.quick)

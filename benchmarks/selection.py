@@ -37,28 +37,17 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks import _selection_data as data  # noqa: E402
-from benchmarks._report import run_capped  # noqa: E402
+from benchmarks._report import run_capped, versions  # noqa: E402
 from benchmarks._selection_methods import METHODS  # noqa: E402
 
 DEFAULT_METHODS = ("subsetlm-lazy", "subsetlm-stochastic", "subsetlm-join", "submodlib", "apricot-dense",
                    "apricot-sparse", "apricot-stochastic")
 GB = 1e9
+VERSIONS = ("subsetlm", "submodlib-py", "apricot-select", "faiss-cpu", "numpy", "numba")  # recorded with the results
 
 
 def _rss_gb(ru_maxrss_kb: float) -> float:
     return ru_maxrss_kb * 1024 / GB  # Linux reports ru_maxrss in KiB
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("subsetlm", "submodlib-py", "apricot-select", "faiss-cpu", "numpy", "numba"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 # ---------------------------------------------------------------- worker side
@@ -305,7 +294,7 @@ def main(argv=None) -> int:
                 res["conditions"] = (f"{', '.join(methods)}: {res['conditions']} "
                                      f"{', '.join(sorted({r['method'] for r in keep}))}: {old['conditions']}")
             results["datasets"][name] = res
-            results.update(machine=report.machine_line(), versions=_versions())
+            results.update(machine=report.machine_line(), versions=versions(VERSIONS))
             _save(results, results_path)
     md = report.markdown(results)
     print(md)
