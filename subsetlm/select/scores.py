@@ -45,7 +45,6 @@ __all__ = ["read_scores", "group_size_weights", "values_sha256", "SUFFIXES"]
 SUFFIXES = (".npy", ".parquet", ".jsonl", ".jsonl.gz")
 
 
-file_sha256 = sha256_file  # the old name (tests/select/test_weighted_cli.py imports it); use sha256_file
 
 
 def values_sha256(values: np.ndarray) -> str:

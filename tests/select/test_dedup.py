@@ -307,3 +307,14 @@ def test_duplicate_of_names_the_sample_each_drop_matched(data):
     cos = np.einsum("ij,ij->i", X[dropped].astype(np.float64), X[cause].astype(np.float64))
     assert np.all(cos > 1 - 0.05 - 1e-6)
     assert np.all(_run(data, eps=0.05, rule="components").duplicate_of == -1)
+
+
+def test_a_cached_graph_without_edges_above_the_threshold_keeps_every_row(tmp_path, store):
+    """Regression: with the store's exact kNN graph cached (select builds it) and no pair above 1 - eps,
+    max_earlier indexed an empty edge list (IndexError); every row is kept."""
+    assert main(["select", str(store), "--budget", "10", "--k", "32", "--out", str(tmp_path / "sel"), "-q"]) == 0
+    assert list((store / "graphs").glob("knn-k32"))
+    out = tmp_path / "dd"
+    assert main(["dedup", str(store), "--eps", "0.001", "--out", str(out), "-q"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["size"] == man["n_ground"] and man["selection"]["graph_partitions"] >= 1

@@ -15,7 +15,8 @@ import pytest
 
 from subsetlm.cli import main
 from subsetlm.embed import EmbeddingStore
-from subsetlm.select.scores import file_sha256, read_scores
+from subsetlm._io import sha256_file as file_sha256
+from subsetlm.select.scores import read_scores
 from subsetlm.subsets import read_subset
 from subsetlm.subsets.assignment import ASSIGNMENT_FILE, assignment_table, read_assignment
 
