@@ -18,3 +18,13 @@ def small_jsonl(tmp_path: Path) -> Path:
         for d in make_docs(60):
             fh.write(json.dumps(d) + "\n")
     return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, small_jsonl: Path) -> Path:
+    """A hashing-embedder store of :func:`small_jsonl`, built through the CLI (subsets/ and index/ have their own)."""
+    from subsetlm.cli import main
+
+    out = tmp_path / "store"
+    assert main(["embed", str(small_jsonl), "--out", str(out), "--model", "hashing", "-q"]) == 0
+    return out

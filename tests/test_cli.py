@@ -12,13 +12,6 @@ from subsetlm.cli import main
 from subsetlm.embed import EmbeddingStore
 
 
-@pytest.fixture
-def store(tmp_path, small_jsonl):
-    out = tmp_path / "store"
-    assert main(["embed", str(small_jsonl), "--out", str(out), "--model", "hashing", "-q"]) == 0
-    return out
-
-
 def test_embed_index_select_export(tmp_path, store):
     assert (store / "_SUCCESS").exists()
     assert main(["index", str(store), "--k", "8", "--partitions", "3", "-q"]) == 0

@@ -97,13 +97,6 @@ def test_file_outputs_and_identity(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- CLI on the contract
-@pytest.fixture
-def store(tmp_path, small_jsonl):
-    out = tmp_path / "store"
-    assert main(["embed", str(small_jsonl), "--out", str(out), "--model", "hashing", "-q"]) == 0
-    return out
-
-
 @pytest.mark.parametrize("command", ["embed", "index", "select", "retrieve", "export", "train", "eval", "demo"])
 def test_config_files_are_read_by_every_command(tmp_path, command, capsys):
     cfg = tmp_path / "c.yaml"

@@ -50,13 +50,6 @@ def test_assignment_table_checks_its_input():
                          status=np.array(["kept", "gone"], dtype=object))
 
 
-@pytest.fixture
-def store(tmp_path, small_jsonl):
-    out = tmp_path / "store"
-    assert main(["embed", str(small_jsonl), "--out", str(out), "--model", "hashing", "-q"]) == 0
-    return out
-
-
 def test_select_writes_the_assignment_and_within_composes(tmp_path, store, capsys):
     first = tmp_path / "first"
     assert main(["select", str(store), "--budget", "30", "--k", "8", "--out", str(first), "-q"]) == 0

@@ -189,12 +189,6 @@ def test_d4_ratios_hold():
 
 # ---------------------------------------------------------------------------- the stage, through the CLI
 
-@pytest.fixture
-def store(tmp_path, small_jsonl):
-    out = tmp_path / "store"
-    assert main(["embed", str(small_jsonl), "--out", str(out), "--model", "hashing", "-q"]) == 0
-    return out
-
 
 def _check_assignment(sub, store):
     """assignment.parquet against the subset, the manifest and the store's embeddings (the method's own rules)."""
