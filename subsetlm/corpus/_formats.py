@@ -80,10 +80,28 @@ def read_jsonl(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> I
                         f"{line[:60].strip()!r}; wrap each record as {{\"{text_field}\": ...}}"
                     )
                 loc = f"{path}:{line_no}"
-                yield _record(loc, obj, text_field, id_field, meta_fields, what="line")
+                rec = _record(loc, obj, text_field, id_field, meta_fields, what="line")
+                if "\\u" in line:  # only a \uXXXX escape can put a lone surrogate into valid UTF-8 JSON
+                    _check_surrogates(rec, text_field, id_field)
+                yield rec
         except (OSError, EOFError) as e:  # truncated gzip / zstd stream, I/O error
             raise CorpusError(f"{path}: read failed after byte {offset} ({e}); the file looks truncated "
                               f"or corrupt, re-create or re-download it") from e
+
+
+def _check_surrogates(rec: Record, text_field: str, id_field: str | None) -> None:
+    """Refuse a text or id holding a lone UTF-16 surrogate (``"\\ud800"``: valid JSON, not valid Unicode)."""
+    loc, text, doc_id, _ = rec
+    for name, value in ((text_field, text), (id_field, doc_id)):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise CorpusError(
+                    f"{loc}: field {name!r} holds a lone UTF-16 surrogate escape \\u{ord(value[e.start]):04x} at "
+                    f"character {e.start}, which is not a Unicode character; fix or drop the escape (a surrogate "
+                    f"pair such as \\ud83d\\ude00 is fine), e.g. re-export the file from a UTF-8 source"
+                ) from None
 
 
 def _record(loc: str, obj: dict[str, Any], text_field: str, id_field: str | None,
