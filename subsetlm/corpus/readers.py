@@ -326,7 +326,8 @@ def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
         if n_empty:
             raise CorpusError(f"all {n_empty} documents in {where} have an empty {cfg.text_field!r} field "
                               f"(e.g. {', '.join(empty_examples)}); check --text-field")
-        raise CorpusError(f"no documents found in {where}; the input is empty")
+        raise CorpusError(f"no documents found in {where}; the input is empty: check the path, or give a file "
+                          f"with documents ({', '.join(SUPPORTED_EXTENSIONS)})")
     if block:
         yield block
     if n_empty:
