@@ -215,7 +215,7 @@ def read_parquet(path: Path, fields: tuple[str, str | None, tuple[str, ...]], ba
     try:
         yield from _iter_table_batches(path, pf.iter_batches(batch_size=max(1, batch_size), columns=cols), cols,
                                        fields)
-    except (OSError, pa.ArrowException) as e:  # a corrupt page or row group
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:  # a corrupt page, row group or string
         raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Parquet file looks corrupt, "
                           f"re-create it") from None
 
@@ -231,7 +231,7 @@ def read_arrow_stream(path: Path, fields: tuple[str, str | None, tuple[str, ...]
     cols = _columns_check(path, reader.schema.names, fields)
     try:
         yield from _iter_table_batches(path, (b.select(cols) for b in reader), cols, fields)
-    except (OSError, pa.ArrowException) as e:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
         raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Arrow file looks corrupt, "
                           f"re-save the dataset with Dataset.save_to_disk") from None
 
