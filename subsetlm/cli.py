@@ -337,7 +337,7 @@ def _config(cls: type, args: argparse.Namespace) -> Any:
     file_values = load_config_file(args.config) if getattr(args, "config", None) else {}
     fields = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v not in (None, [])}
-    return build_config(cls, file_values, overrides)
+    return build_config(cls, file_values, overrides, file=getattr(args, "config", None))
 
 
 def _run_stage(args: argparse.Namespace, progress: bool) -> int:

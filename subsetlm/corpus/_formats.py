@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,14 +34,52 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
         if name.endswith(".gz"):
             return gzip.open(path, "rb")  # type: ignore[return-value]
         if name.endswith(".zst"):
-            import zstandard
-
-            raw = open(path, "rb")
-            reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-            return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+            return io.BufferedReader(_ZstdFrames(open(path, "rb")), buffer_size=1 << 20)
         return open(path, "rb")
     except OSError as e:
         raise CorpusError(f"{path}: cannot open ({e.strerror or e}); check the path and its permissions") from e
+
+
+class _ZstdFrames(io.RawIOBase):
+    """A ``.zst`` file decompressed frame after frame (concatenated frames, as ``pzstd`` writes,
+    are all read); a file that ends inside a frame raises ``EOFError`` and corrupt data ``OSError``
+    (zstandard's ``stream_reader`` returns a truncated frame's data, or nothing, without a word)."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        import zstandard
+
+        self._raw, self._zstd = raw, zstandard
+        self._obj: Any = None          # the frame being decompressed; None between frames
+        self._pending = b""            # input after the end of the last frame
+        self._out, self._pos = b"", 0  # decompressed bytes not yet returned
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while self._pos >= len(self._out):
+            data = self._pending or self._raw.read(1 << 20)
+            self._pending = b""
+            if not data:
+                if self._obj is not None:
+                    raise EOFError("the zstd stream ends inside a frame")
+                return 0
+            if self._obj is None:
+                self._obj = self._zstd.ZstdDecompressor().decompressobj()
+            try:
+                self._out, self._pos = self._obj.decompress(data), 0
+            except self._zstd.ZstdError as e:
+                raise OSError(f"zstd: {e}") from None
+            if self._obj.eof:
+                self._pending, self._obj = self._obj.unused_data, None
+        n = min(len(b), len(self._out) - self._pos)
+        b[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _decode(raw: bytes, path: Path, line_no: int, line_offset: int) -> str:
@@ -80,10 +119,29 @@ def read_jsonl(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> I
                         f"{line[:60].strip()!r}; wrap each record as {{\"{text_field}\": ...}}"
                     )
                 loc = f"{path}:{line_no}"
-                yield _record(loc, obj, text_field, id_field, meta_fields, what="line")
-        except (OSError, EOFError) as e:  # truncated gzip / zstd stream, I/O error
-            raise CorpusError(f"{path}: read failed after byte {offset} ({e}); the file looks truncated "
-                              f"or corrupt, re-create or re-download it") from e
+                rec = _record(loc, obj, text_field, id_field, meta_fields, what="line")
+                if "\\u" in line:  # only a \uXXXX escape can put a lone surrogate into valid UTF-8 JSON
+                    _check_surrogates(rec, text_field, id_field)
+                yield rec
+        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt gzip / zstd stream, I/O error
+            what = "decompressed bytes" if path.name.lower().endswith((".gz", ".zst")) else "bytes"
+            raise CorpusError(f"{path}: read failed after {offset} {what} ({e}); the file looks truncated "
+                              f"or corrupt, re-create or re-download it") from None
+
+
+def _check_surrogates(rec: Record, text_field: str, id_field: str | None) -> None:
+    """Refuse a text or id holding a lone UTF-16 surrogate (``"\\ud800"``: valid JSON, not valid Unicode)."""
+    loc, text, doc_id, _ = rec
+    for name, value in ((text_field, text), (id_field, doc_id)):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise CorpusError(
+                    f"{loc}: field {name!r} holds a lone UTF-16 surrogate escape \\u{ord(value[e.start]):04x} at "
+                    f"character {e.start}, which is not a Unicode character; fix or drop the escape (a surrogate "
+                    f"pair such as \\ud83d\\ude00 is fine), e.g. re-export the file from a UTF-8 source"
+                ) from None
 
 
 def _record(loc: str, obj: dict[str, Any], text_field: str, id_field: str | None,
@@ -151,9 +209,15 @@ def read_parquet(path: Path, fields: tuple[str, str | None, tuple[str, ...]], ba
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{path}: not a readable Parquet file ({e}); re-create it or check the extension") from e
+        raise CorpusError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())[:200]}); re-create it or "
+                          f"check the extension") from None
     cols = _columns_check(path, pf.schema_arrow.names, fields)
-    yield from _iter_table_batches(path, pf.iter_batches(batch_size=max(1, batch_size), columns=cols), cols, fields)
+    try:
+        yield from _iter_table_batches(path, pf.iter_batches(batch_size=max(1, batch_size), columns=cols), cols,
+                                       fields)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:  # a corrupt page, row group or string
+        raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Parquet file looks corrupt, "
+                          f"re-create it") from None
 
 
 def read_arrow_stream(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> Iterator[Record]:
@@ -165,7 +229,11 @@ def read_arrow_stream(path: Path, fields: tuple[str, str | None, tuple[str, ...]
         raise CorpusError(f"{path}: not a readable Arrow stream ({e}); re-save the dataset with "
                           f"Dataset.save_to_disk") from e
     cols = _columns_check(path, reader.schema.names, fields)
-    yield from _iter_table_batches(path, (b.select(cols) for b in reader), cols, fields)
+    try:
+        yield from _iter_table_batches(path, (b.select(cols) for b in reader), cols, fields)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
+        raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Arrow file looks corrupt, "
+                          f"re-save the dataset with Dataset.save_to_disk") from None
 
 
 def read_txt(path: Path, doc_id: str) -> Iterator[Record]:

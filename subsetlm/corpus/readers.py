@@ -64,8 +64,9 @@ class CorpusConfig:
     limit : int or None, default None
         Stop after this many (non-empty) documents.
     on_empty : {"skip", "error"}, default "skip"
-        Empty or whitespace-only (or null) texts are skipped with one counted warning,
-        or raise. A corpus whose documents are *all* empty always raises.
+        Empty or whitespace-only (or null) texts are skipped with one warning that counts
+        them and names the first three places (``FILE:LINE``), or raise. A corpus whose
+        documents are *all* empty always raises.
     metadata_fields : list of str, default []
         Extra fields copied into ``Document.metadata`` (must exist in every record).
     """
@@ -325,12 +326,25 @@ def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
         if n_empty:
             raise CorpusError(f"all {n_empty} documents in {where} have an empty {cfg.text_field!r} field "
                               f"(e.g. {', '.join(empty_examples)}); check --text-field")
-        raise CorpusError(f"no documents found in {where}; the input is empty")
+        raise CorpusError(f"no documents found in {where}; the input is empty: check the path, or give a file "
+                          f"with documents ({', '.join(SUPPORTED_EXTENSIONS)})")
     if block:
         yield block
     if n_empty:
-        logger.warning("skipped %d document(s) with an empty %r field (e.g. %s); use on_empty='error' to fail instead",
-                    n_empty, cfg.text_field, ", ".join(empty_examples))
+        _warn_empty(n_empty, cfg.text_field, inputs, empty_examples)
+
+
+_WARNED_EMPTY: set[tuple] = set()  # (files, field, count) already warned about: a stage reading twice warns once
+
+
+def _warn_empty(n_empty: int, text_field: str, inputs: list[_Input], examples: list[str]) -> None:
+    """One warning per corpus: how many documents were skipped for an empty text, and where."""
+    key = (tuple(str(i.path) for i in inputs), text_field, n_empty)
+    log = logger.debug if key in _WARNED_EMPTY else logger.warning
+    _WARNED_EMPTY.add(key)
+    log("skipped %d document(s) whose %r field is empty, whitespace only or null (e.g. %s); they are left out of "
+        "the output. Fix or drop those records to silence this (CorpusConfig(on_empty='error') stops instead)",
+        n_empty, text_field, ", ".join(examples))
 
 
 def corpus_fingerprint(cfg: CorpusConfig) -> str:

@@ -13,7 +13,11 @@ baselines and quick experiments use. Steps:
    ``nnz_per_feature`` (4) entries ±1/sqrt(4) per hashed feature (so the projection of
    a unit vector keeps its norm in expectation, and cosines are preserved up to
    O(1/sqrt(dim)) distortion); ``"svd"`` TruncatedSVD fitted on the sample (LSA).
-4. L2-normalise.
+4. L2-normalise. A text without a single hashed word (punctuation only, one-letter words:
+   ``"."``, ``"a"``, ``"—"``) embeds to one fixed unit vector, :meth:`HashingEmbedder.wordless`
+   (a function of ``seed`` and ``dim``): such texts are duplicates of each other and
+   near-orthogonal to texts with words, and every row has unit norm as the store's
+   ``normalized: true`` says.
 
 Example
 -------
@@ -195,14 +199,19 @@ class HashingEmbedder(Embedder):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update({"model": "hashed-ngram-tfidf", **self._params(),
+        d.update({"model": "hashed-ngram-tfidf", **self._params(), "wordless": "fixed-unit-vector",
                   "sklearn_version": package_version("scikit-learn"), "n_fit": self.n_fit_,
                   "idf_sha256": (hashlib.sha256(self.idf_.tobytes()).hexdigest()
                                  if self.idf_ is not None else None)})
         return d
 
+    def wordless(self) -> np.ndarray:
+        """(dim,) float32 unit vector: the embedding of every text without a hashed word (e.g. ``"."``)."""
+        v = np.random.default_rng([self.seed, 0x776F72646C657373]).standard_normal(self.dim)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
     def embed(self, texts: Sequence[str], batch_size: int = 4096, progress: bool = False) -> np.ndarray:
-        """Embed ``texts`` -> (n, dim) float32, rows L2-normalised (zero rows for texts without words).
+        """Embed ``texts`` -> (n, dim) float32, rows of unit L2 norm (:meth:`wordless` for texts without words).
 
         ``batch_size`` bounds the sparse intermediate; results do not depend on it.
         """
@@ -222,6 +231,9 @@ class HashingEmbedder(Embedder):
             else:
                 Y = (X @ self._projection_matrix()).toarray().astype(np.float32, copy=False)
             out[s:s + step] = l2_normalize(Y)
+        empty = ~np.any(out, axis=1)
+        if empty.any():
+            out[empty] = self.wordless()
         return out
 
 

@@ -121,11 +121,14 @@ class TrainRunConfig:
 
     def validate(self) -> None:
         if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
+            raise ValueError(f"unknown recipe {self.recipe!r} (--recipe, or recipe: in --config); choose one of: "
+                             f"{', '.join(RECIPES)}")
         if not self.out:
-            raise ValueError("no run directory given: pass --out RUN")
+            raise ValueError("no run directory given: pass --out RUN (or out: RUN in --config)")
         if (self.recipe == "tlm") != bool(self.task):
-            raise ValueError("--task goes with --recipe tlm (joint task + MLM training): pass both or neither")
+            raise ValueError(f"task={self.task!r} with recipe={self.recipe!r}: a task goes with the tlm recipe "
+                             "(joint task + MLM training); give both (--recipe tlm --task T, or recipe: tlm and "
+                             "task: T in --config) or neither")
         if self.recipe == "tlm" and self.reselect:
             raise ValueError("the tlm recipe trains on a retrieved subset (subsetlm retrieve); re-selection "
                              "(--reselect-every / --warmup-steps) does not apply")

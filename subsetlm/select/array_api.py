@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +62,7 @@ def select_array(
     X: np.ndarray,
     budget: int | float | str,
     *,
-    k: int = 32,
+    k: int | None = None,
     optimizer: str = "lazy",
     kernel: str = "auto",
     sampling: str = "topk",
@@ -94,9 +95,12 @@ def select_array(
     X : (n, d) float16/float32 array or memmap, rows L2-normalised.
     budget : count, fraction in (0, 1], ``"25%"`` or ``"tokens:N"`` (needs ``n_tokens``).
     function : the objective (default facility location; :data:`FUNCTIONS`).
+    k : neighbours per row of the kNN graph built for sparse kernels (default 32); with
+        ``graph=`` it must be the graph's own k (default: the graph's).
     graph : a precomputed :class:`~subsetlm.index.KNNGraph` of X (skips the FAISS search;
-        one global problem only).
-    partitions : number of k-means partitions, or a precomputed ``(n,)`` label array.
+        one global problem only): ``graph.n`` must equal ``len(X)`` (or X None) and its
+        neighbours must be rows of X.
+    partitions : 0 or 1 = none, P > 1 k-means partitions, or a precomputed ``(n,)`` label array.
     executor : where partitions are solved (see :class:`~.partitioned.Partitioned`).
     queries : (q, d) query embeddings for ``fl-mi``.
     sources, source_proportions : per-source quotas (``{source: share}`` of the budget).
@@ -116,6 +120,8 @@ def select_array(
     """
     from subsetlm.select.partitioned import Partitioned
 
+    k = _check_graph(X, graph, k)
+    _check_partitions(X, partitions)
     if rows is not None:
         return _within_rows(X, budget, np.asarray(rows), graph=graph, n_tokens=n_tokens, sources=sources,
                             partitions=partitions, k=k, optimizer=optimizer, kernel=kernel, sampling=sampling,
@@ -140,7 +146,9 @@ def select_array(
         w = Partitioned(sel, partitions=labels, merge=merge, n_jobs=n_jobs, executor=executor)
         w.fit(X, n_tokens=n_tokens, sources=sources)
         info = dict(w.info_)
-        cons = sel.constraint(int(X.shape[0]), n_tokens=n_tokens, sources=sources)
+        with warnings.catch_warnings():  # the same budget Partitioned resolved (and warned about) above
+            warnings.simplefilter("ignore")
+            cons = sel.constraint(int(X.shape[0]), n_tokens=n_tokens, sources=sources)
         info.update(_budget_info(cons))
         info.pop("constraint", None)
         return Selection(np.asarray(w.indices_, np.int64), np.asarray(w.gains_, np.float64), w.weights_,
@@ -155,6 +163,36 @@ def select_array(
         info["quotas"] = sel.constraint_.describe()["caps"]
     return Selection(sel.indices_, sel.gains_, sel.weights_, np.zeros(len(sel.indices_), np.int32),
                      sel.certificate_, info, sel.representative_, sel.similarity_)
+
+
+def _check_graph(X: Any, graph: Any, k: int | None) -> int:
+    """The k to use: ``k`` (default 32), or the graph's own, which ``k`` must match when both are given."""
+    if graph is None:
+        return 32 if k is None else k
+    nb = getattr(graph, "neighbors", None)
+    if nb is None or np.ndim(nb) != 2:
+        raise TypeError(f"graph= must be a KNNGraph (neighbors and similarities of shape (n, k)), got "
+                        f"{type(graph).__name__}")
+    n_graph, k_graph = (int(v) for v in np.shape(nb))
+    if X is not None and getattr(X, "ndim", None) == 2 and n_graph != int(X.shape[0]):
+        raise ValueError(f"the kNN graph has {n_graph} rows but X has {int(X.shape[0])}: graph= was built on other "
+                         "embeddings; build it on these (knn_graph(X, k)) or drop graph=")
+    if k is not None and int(k) != k_graph:
+        raise ValueError(f"graph= has k={k_graph} neighbours per row but k={k} was asked; pass k={k_graph} "
+                         f"(or leave k out), or build the graph with k={k}")
+    return k_graph
+
+
+def _check_partitions(X: Any, partitions: Any) -> None:
+    """``partitions``: an int >= 0 or an ``(n,)`` array of labels."""
+    if isinstance(partitions, np.ndarray):
+        if X is not None and getattr(X, "ndim", None) == 2 and partitions.shape != (int(X.shape[0]),):
+            raise ValueError(f"partitions: a label array needs one label per row of X, shape ({int(X.shape[0])},); "
+                             f"got shape {partitions.shape}")
+        return
+    if isinstance(partitions, bool) or not isinstance(partitions, (int, np.integer)) or partitions < 0:
+        raise ValueError(f"partitions={partitions!r}; expected 0 or 1 (one global problem), a count P > 1 of "
+                         "k-means partitions, or an (n,) array of labels")
 
 
 def _budget_info(con: Any) -> dict[str, Any]:

@@ -122,13 +122,14 @@ class Budget:
         Raises
         ------
         ValueError
-            ``n < 1``; a count above ``n``; a token budget without (or with malformed)
-            token counts, or smaller than the cheapest sample.
+            ``n < 1``; a count above ``n``; a token budget without (or with malformed, or
+            all-zero) token counts, or smaller than the cheapest sample.
 
         Warns
         -----
         UserWarning
-            A token budget that covers every token (everything is selected).
+            A token budget that covers every token (everything is selected); some (not all)
+            samples with 0 tokens (each counted as 1).
         """
         n = int(n)
         if n < 1:
@@ -159,9 +160,14 @@ class Budget:
             raise ValueError(f"n_tokens[{i}] = {costs[i]} is negative; token counts must be >= 0")
         costs = costs.astype(np.float64)
         zeros = costs == 0
+        if zeros.all():
+            raise ValueError(f"token budget {self}: all {n} samples have n_tokens == 0, so there are no token "
+                             "counts to budget; re-embed the corpus (the store's n_tokens column) or give a count "
+                             "or fraction budget")
         if zeros.any():
-            warnings.warn(f"{int(zeros.sum())} samples have n_tokens == 0; counting each as 1 token",
-                          UserWarning, stacklevel=3)
+            first = ", ".join(str(i) for i in np.flatnonzero(zeros)[:3])
+            warnings.warn(f"{int(zeros.sum())} of {n} samples have n_tokens == 0 (e.g. rows {first}); counting "
+                          "each as 1 token", UserWarning, stacklevel=3)
             costs[zeros] = 1.0
         cap = int(self.value)
         total = float(costs.sum())

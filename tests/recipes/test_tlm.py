@@ -137,9 +137,9 @@ def test_tlm_train_cli_end_to_end_with_retrieve(tmp_path):
 def test_task_goes_with_tlm_only(tmp_path):
     from subsetlm.recipes.run import TrainRunConfig
 
-    with pytest.raises(ValueError, match="--task goes with --recipe tlm"):
+    with pytest.raises(ValueError, match="a task goes with the tlm recipe"):
         TrainRunConfig(recipe="bert", task="t.jsonl", out=str(tmp_path)).validate()
-    with pytest.raises(ValueError, match="--task goes with --recipe tlm"):
+    with pytest.raises(ValueError, match="a task goes with the tlm recipe"):
         TrainRunConfig(recipe="tlm", out=str(tmp_path)).validate()
 
 
