@@ -184,30 +184,38 @@ def _fix_rows(I: np.ndarray, D: np.ndarray, start: int, self_sim: np.ndarray):
     return I.astype(np.int32), D.astype(np.float32), int(missing_self.sum())
 
 
-def _exact_sims(X, xq: np.ndarray, I: np.ndarray, sub: int = 256) -> np.ndarray:
-    """Inner products of the candidate ids ``I`` (b, c) against queries ``xq`` (b, d): float64 in a fixed
-    order (numpy's einsum loop, one thread), rounded to float32; -inf where ``I`` is -1.
+def _exact_sims(X, xq: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """Inner products of the candidate ids ``I`` (b, c) against queries ``xq`` (b, d), accumulated in
+    float64 in index order and rounded to float32 (:func:`~subsetlm.index._topk.exact_dots`, reading
+    ``X``'s rows in place); -inf where ``I`` is -1.
 
-    Bit-identical whatever the BLAS / FAISS thread count that chose the candidates (float32
-    products are exact in float64, so the summation order barely matters and never changes).
+    Bit-identical whatever the BLAS / FAISS thread count that chose the candidates, and on any
+    machine (no SIMD reassociation).
     """
-    D = np.full(I.shape, -np.inf, dtype=np.float32)
-    for s in range(0, len(I), sub):
-        ids = I[s:s + sub]
-        valid = ids >= 0
-        flat = np.unique(ids[valid])
+    from ._topk import exact_dots, exact_dots_half, half_table
+
+    D = np.empty(I.shape, dtype=np.float32)
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    I = np.ascontiguousarray(I, dtype=np.int64)
+    A = np.asarray(X)
+    if A.dtype == np.float16:
+        exact_dots_half(A.view(np.uint16), I, q, D, half_table())
+    elif A.dtype == np.float32:
+        exact_dots(A, I, q, D)
+    else:  # other dtypes: the candidate rows as float32 first
+        flat = np.unique(I[I >= 0])
         if flat.size == 0:
-            continue
-        vecs = take_f32(X, flat).astype(np.float64)
-        pos = np.searchsorted(flat, np.where(valid, ids, flat[0]))
-        sims = np.einsum("bkd,bd->bk", vecs[pos], xq[s:s + sub].astype(np.float64))
-        D[s:s + sub] = np.where(valid, sims.astype(np.float32), -np.inf)
+            D[:] = -np.inf
+            return D
+        pos = np.where(I >= 0, np.searchsorted(flat, np.where(I >= 0, I, flat[0])), -1).astype(np.int64)
+        exact_dots(np.ascontiguousarray(take_f32(X, flat)), pos, q, D)
     return D
 
 
 def _self_sims(xq: np.ndarray) -> np.ndarray:
-    x = xq.astype(np.float64)
-    return np.einsum("ij,ij->i", x, x).astype(np.float32)
+    """``|x|^2`` of each query row, as :func:`_exact_sims` computes it."""
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    return _exact_sims(q, q, np.arange(len(q), dtype=np.int64)[:, None])[:, 0]
 
 
 def _exact_rows(X, xq: np.ndarray, I: np.ndarray, D: np.ndarray, start: int, k: int):
