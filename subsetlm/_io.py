@@ -348,14 +348,6 @@ def release_lock(lock: _Lock | None) -> None:
     os.close(lock.fd)
 
 
-def check_unlocked(dest: Path) -> None:
-    """Raise :class:`OutputLockedError` when another process holds ``dest``'s lock (nothing is taken)."""
-    lp = lock_path(dest)
-    if os.path.abspath(lp) in _HELD or not lp.is_file():
-        return
-    release_lock(acquire_lock(dest))
-
-
 @contextlib.contextmanager
 def output_lock(dest: Path, *, wait: bool = False) -> Iterator[None]:
     """Hold ``dest``'s lock while the body writes ``dest``; released at the end, also when this process

@@ -386,26 +386,19 @@ def _check_table(table: pa.Table, where: Path) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
-def _rerun_hint(manifest_file: Path) -> str:
-    return ("rebuild it: re-run the command that wrote it (`subsetlm select`, `dedup`, `dsir` or `retrieve`) "
-            "with --force (or pass --no-verify to skip this check)")
+_RERUN = ("rebuild it: re-run the command that wrote it (`subsetlm select`, `dedup`, `dsir` or `retrieve`) with "
+          "--force (or pass --no-verify to skip this check)")
 
 
-def _verify(where: Path, table_file: Path, manifest_file: Path, manifest: dict) -> None:
+def _verify(where: Path, table_file: Path, manifest: dict) -> None:
     """The manifest's ``checksums`` against the tables beside it (subset.parquet, or NAME.parquet of
     the flat layout; extra tables such as assignment.parquet); none recorded: a warning."""
     recorded = manifest.get("checksums")
-    if recorded is not None and not isinstance(recorded, dict):
-        raise SubsetError(f"{manifest_file}: checksums must be an object of file -> checksum")
-    fix = _rerun_hint(manifest_file)
-    if not recorded:
-        verify_checksums(where, None, what="subset", fix=fix)
-        return
-    if TABLE_FILE in recorded:
-        verify_checksums(table_file.parent, {table_file.name: recorded[TABLE_FILE]}, what="subset", fix=fix)
-    rest = {k: v for k, v in recorded.items() if k != TABLE_FILE}
-    if rest and where.is_dir():
-        verify_checksums(where, rest, what="subset", fix=fix)
+    if not isinstance(recorded, dict) or not recorded:
+        return verify_checksums(where, None, what="subset", fix=_RERUN)
+    for name, want in recorded.items():
+        f = table_file if name == TABLE_FILE else where / name
+        verify_checksums(f.parent, {f.name: want}, what="subset", fix=_RERUN)
 
 
 def read_subset(path: str | Path, store: Any = None, verify: bool | None = None) -> SubsetFile:
@@ -448,7 +441,7 @@ def read_subset(path: str | Path, store: Any = None, verify: bool | None = None)
     try:
         manifest = read_json(manifest_file)
     except (ValueError, UnicodeDecodeError) as e:
-        raise SubsetError(f"{manifest_file}: not valid JSON ({e}); {_rerun_hint(manifest_file)}") from None
+        raise SubsetError(f"{manifest_file}: not valid JSON ({e}); {_RERUN}") from None
     if not isinstance(manifest, dict):
         raise SubsetError(f"{manifest_file}: expected a JSON object, got {type(manifest).__name__}")
     version = manifest.get("schema_version")
@@ -461,15 +454,15 @@ def read_subset(path: str | Path, store: Any = None, verify: bool | None = None)
     if manifest.get("kind") != KIND:
         raise SubsetError(f"{manifest_file}: kind {manifest.get('kind')!r}, expected {KIND!r}")
     if getattr(store, "verify", True) if verify is None else verify:
-        _verify(where if where.is_dir() else table_file.parent, table_file, manifest_file, manifest)
+        _verify(where if where.is_dir() else table_file.parent, table_file, manifest)
     try:
         raw = pq.read_table(table_file)
     except FileNotFoundError:
-        raise SubsetError(f"{table_file}: missing; {_rerun_hint(manifest_file)}") from None
+        raise SubsetError(f"{table_file}: missing; {_RERUN}") from None
     except (OSError, pa.ArrowException) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise IntegrityError(f"{table_file}: unreadable ({msg}): the file is corrupt; "
-                             f"{_rerun_hint(manifest_file)}") from None
+                             f"{_RERUN}") from None
     table = _check_table(raw, table_file)
     sub = SubsetFile(path=where, manifest=manifest, table=table)
 
