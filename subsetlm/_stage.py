@@ -21,8 +21,14 @@ that change the result, plus the fingerprints of the inputs). The contract:
    renames it to ``PATH`` at the end, ``_SUCCESS`` last; an exception leaves ``PATH``
    untouched. With ``resume=True`` an unfinished ``PATH.tmp`` with the same identity is
    kept (the stage skips its finished parts); one with another identity is refused
-   unless ``force``.
-3. Single-file outputs (``kind="file"``: eval's RESULTS.json) are written to a temporary
+   unless ``force``. A run that stopped on an error (not a kill or Ctrl-C) leaves
+   ``PATH.tmp/_FAILED``; a re-run with another identity (e.g. the corpus fixed) discards such a
+   run with a warning instead of refusing it.
+3. One writer per output: ``up_to_date`` and ``writing`` take an ``flock`` on ``PATH.lock``
+   (beside ``PATH.tmp``; removed when the write ends, ignored when left by a killed process),
+   so a second process writing the same output fails at once with "another process (pid N)
+   is writing PATH" (caches inside a store, ``on_mismatch="rebuild"``, wait for it instead).
+4. Single-file outputs (``kind="file"``: eval's RESULTS.json) are written to a temporary
    name and renamed; their identity lives inside the file.
 
 :class:`Stage` binds a command name to its config class, run function and a one-line
@@ -53,15 +59,18 @@ import json
 import logging
 import os
 import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from subsetlm._io import SUCCESS, dumps_json, is_complete, read_json, tmp_path_for, write_json_atomic
+from subsetlm._io import (SUCCESS, acquire_lock, dumps_json, is_complete, output_lock, read_json, release_lock,
+                          tmp_path_for, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
 IDENTITY_FILE = "stage.json"  # inside PATH.tmp while a resumable stage runs
+FAILED_FILE = "_FAILED"  # inside PATH.tmp: the run stopped on an error (its message)
 
 
 def portable(obj: Any) -> Any:
@@ -162,8 +171,37 @@ class Output:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def _claim(self) -> None:
+        """Take this output's lock (kept until :meth:`writing` ends, or this object is dropped)."""
+        if self.kind == "file":
+            return
+        lock = acquire_lock(self.path, wait=self.on_mismatch == "rebuild")
+        if lock is not None:
+            weakref.finalize(self, release_lock, lock)
+        self._lock = lock
+
+    def release(self) -> None:
+        """Give up the claim :meth:`up_to_date` took (the stage will not write after all)."""
+        release_lock(getattr(self, "_lock", None))
+
     def up_to_date(self, force: bool) -> bool:
-        """True: a finished output with this identity exists (skip the stage). See the module docstring."""
+        """True: a finished output with this identity exists (skip the stage). See the module docstring.
+
+        Another process writing ``path`` raises :class:`~subsetlm._io.OutputLockedError` (a
+        ``FileExistsError``); when this returns False, this process holds the output's lock until
+        :meth:`writing` ends.
+        """
+        self._claim()
+        try:
+            done = self._up_to_date(force)
+        except BaseException:
+            self.release()
+            raise
+        if done:
+            self.release()
+        return done
+
+    def _up_to_date(self, force: bool) -> bool:
         if not self.path.exists():
             return False
         if force:
@@ -208,6 +246,14 @@ class Output:
                 have = None
         if have == self.identity:
             return True
+        failed = where / FAILED_FILE
+        if not self._records_itself() and failed.is_file():
+            if not getattr(self, "_discard_logged", False):
+                logger.warning("discarding the unfinished %s in %s: it stopped on an error (%s) and was run with "
+                               "another config (%s); starting over", self.what, where,
+                               failed.read_text(errors="replace").strip()[:200], diff(have, self.identity))
+                self._discard_logged = True
+            return False
         if not force:
             raise FileExistsError(f"{where} holds {_a('unfinished ' + self.what)} with a different config "
                                   f"({diff(have, self.identity)}); resume it with the same options, or pass "
@@ -229,6 +275,17 @@ class Output:
             raise TypeError("a file output is written with Output.write_json")
         if self.path.exists() and not force and self.kind == "dir" and self.on_mismatch == "refuse":
             raise FileExistsError(f"{self.path} already exists; pass {self.flag} to replace it")
+        with output_lock(self.path, wait=self.on_mismatch == "rebuild"):
+            if self.path.exists() and not force and self.kind == "dir" and self.on_mismatch == "refuse":
+                same = self.complete() and self.recorded() == self.identity
+                raise FileExistsError(f"{self.path} was written by another process while this one ran"
+                                      + (", with the same config: it is up to date (re-run to use it)" if same
+                                         else f"; pass {self.flag} to replace it"))
+            with self._writing(force, resume) as where:
+                yield where
+
+    @contextlib.contextmanager
+    def _writing(self, force: bool, resume: bool) -> Iterator[Path]:
         where = self.path if self.kind == "inplace" else self.tmp
         keep = resume and where.is_dir() and self.check_resumable(where, force)
         if where.exists() and not keep:
@@ -238,13 +295,17 @@ class Output:
                 _remove(where)
         where.mkdir(parents=True, exist_ok=True)
         (where / SUCCESS).unlink(missing_ok=True)
+        (where / FAILED_FILE).unlink(missing_ok=True)
         if not self._records_itself():
             write_json_atomic(where / IDENTITY_FILE, self.identity)
         try:
             yield where
-        except BaseException:
+        except BaseException as e:
             if not resume and self.kind == "dir":
                 shutil.rmtree(where, ignore_errors=True)
+            elif self.kind == "dir" and isinstance(e, Exception):  # kept for a resume, but it failed: mark it
+                with contextlib.suppress(OSError):
+                    (where / FAILED_FILE).write_text(f"{type(e).__name__}: {str(e)[:500]}\n")
             raise
         if self.read_identity is not None:  # the stage's own files record the identity
             (where / IDENTITY_FILE).unlink(missing_ok=True)

@@ -31,6 +31,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
 
 
+def _no_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                   help="do not check the store / graph / subset files against their checksums (trusted huge stores)")
+
+
 def _finish(p: argparse.ArgumentParser, stage: str) -> None:
     """The options every command shares, and the module whose ``STAGE`` runs it."""
     _common(p)
@@ -64,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", dest="ray_address", help="ray: auto | HOST:PORT")
     p.add_argument("--ray-actors", dest="ray_actors", type=int, help="ray: embedding actors (default: one per GPU "
                    "with --device cuda, else one per CPU of the cluster)")
+    _no_verify(p)
     _finish(p, "subsetlm.embed.run")
 
     p = sub.add_parser("index", help="build the FAISS kNN graph (and k-means partitions) of a store")
@@ -86,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "assignment run as Ray tasks (the store on a path every node reads)")
     p.add_argument("--ray-address", dest="ray_address")
     p.add_argument("--force", action="store_true", default=None)
+    _no_verify(p)
     _finish(p, "subsetlm.index.run")
 
     p = sub.add_parser("select", help="select a subset and write a subset file")
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "local instance)")
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
+    _no_verify(p)
     _finish(p, "subsetlm.select.api")
 
     p = sub.add_parser("retrieve", help="task-driven selection (TLM): the task's train examples retrieve corpus "
@@ -159,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
     p.add_argument("--force", action="store_true", default=None)
+    _no_verify(p)
     _finish(p, "subsetlm.retrieve.run")
 
     p = sub.add_parser("export", help="write a subset's documents as JSONL or Parquet")
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "rank gain weight partition)")
     p.add_argument("--order", choices=["rank", "index"], help="rank: selection order (default); index: store order")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing --out file")
+    _no_verify(p)
     _finish(p, "subsetlm.subsets.export")
 
     p = sub.add_parser("train", help="pretrain a model from scratch (bert, biobert, gpt2, slm, rts, crts) on a "
@@ -211,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", default=None, help="continue an unfinished run from its newest "
                    "checkpoint")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing run directory")
+    _no_verify(p)
     _finish(p, "subsetlm.train")
 
     p = sub.add_parser("eval", help="fine-tune / prompt / distill a pretrained run on a text-classification task")
@@ -266,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "duplicate; same result)")
     p.add_argument("--seed", type=int, help="k-means and --keep random (default 0)")
     p.add_argument("--force", action="store_true", default=None, help="replace an existing --out")
+    _no_verify(p)
     _finish(p, "subsetlm.select.dedup_run")
 
     p = sub.add_parser("dsir", help="DSIR: importance resampling toward a target distribution on hashed word "
@@ -292,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "config (default: skip when identical, refuse otherwise)")
     p.add_argument("--no-decontaminate", dest="decontaminate", action="store_false", default=None,
                    help="with --task: allow rows of the task's validation/test documents (default: never drawn)")
+    _no_verify(p)
     _finish(p, "subsetlm.select.dsir_run")
 
     p = sub.add_parser("inspect", help="why each sample was kept or dropped: coverage, least-covered samples, "
@@ -300,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store the subset was selected from (default: the path in its manifest)")
     p.add_argument("--examples", type=int, help="samples shown per list (default 5)")
     p.add_argument("--plot", help="also write a PNG of the coverage histogram and per-source counts here")
+    _no_verify(p)
     _finish(p, "subsetlm.subsets.inspect")
 
     p = sub.add_parser("demo", help="the main job on real PubMed abstracts: fetch, embed, index, select, report")
@@ -387,6 +401,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the summary piped into `head`: the work is done, the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # an unwritable --out, a parent that is a file, a full disk: one line naming the file
+        if args.verbose > 1:
+            raise
+        print(f"subsetlm {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an OSError: the file, what went wrong, and what to do."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "?"
+    what = exc.strerror or str(exc)
+    fix = {errno.EACCES: "check its permissions, or choose another --out",
+           errno.EPERM: "check its permissions, or choose another --out",
+           errno.EROFS: "the file system is read-only; choose another --out",
+           errno.ENOTDIR: "a parent of it is a file, not a directory; choose another --out",
+           errno.EISDIR: "it is a directory; choose a file path",
+           errno.ENOSPC: "free some space and re-run (finished parts are kept and resumed)"}.get(exc.errno or -1,
+                                                                                                  "fix it and re-run")
+    return f"{where}: {what}; {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -158,4 +158,4 @@ def test_index_graph_method_flag_reaches_the_graph(store):
     # the default (60 samples: exact) is another config, so the graph is rebuilt
     assert main(["index", str(store), "--k", "4", "-q"]) == 0
     man = json.loads((store / "graphs" / "knn-k4" / "manifest.json").read_text())
-    assert man["kind"] == "flat" and man["config"]["graph_method"] == "auto"
+    assert man["kind"] == "flat" and man["config"] == {"kind": "flat", "k": 4}  # exact: keyed on k alone

@@ -46,7 +46,8 @@ from subsetlm._stage import Output, Stage, check_out, manifest_config, portable
 from subsetlm.distributed import BACKENDS, executor_for, map_stateful
 from subsetlm.embed.base import Embedder, get_embedder
 from subsetlm.embed.shards import CHUNKS, PLAN_FILE, ShardEmbedder, ShardPlan, embed_shard
-from subsetlm.embed.store import DTYPES, FORMAT, VERSION, EmbeddingStore, ShardWriter, write_manifest
+from subsetlm.embed.store import (DTYPES, FORMAT, VERSION, EmbeddingStore, ShardWriter, store_checksums,
+                                   write_manifest)
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ class EmbedConfig:
         ``auto``, ``HOST:PORT``; None: ``RAY_ADDRESS`` or a local Ray instance.
     ray_actors : int or None, default None
         Embedding actors (None: one per GPU with ``device="cuda"``, else one per CPU of the cluster).
+    verify : bool, default True
+        When ``out`` is complete and skipped: check its files against their checksums first
+        (``--no-verify``: trust them).
     """
 
     inputs: list[str]
@@ -121,12 +125,13 @@ class EmbedConfig:
     backend: str = "local"
     ray_address: str | None = None
     ray_actors: int | None = None
+    verify: bool = True
 
     # Where and how the store is written, not what it holds: none of these is in its identity
     # (the manifest's "config", built by _identity from what the embedder, corpus and
     # chunking resolve to), so changing one reuses a finished store.
     VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "backend", "ray_address", "ray_actors", "batch_size",
-                                           "device", "shard_size", "block_size")
+                                           "device", "shard_size", "block_size", "verify")
 
 
 def _check_cfg(cfg: EmbedConfig) -> None:
@@ -227,7 +232,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
     out = Output(check_out(cfg.out), ident, what="embedding store", read_identity=manifest_config)
     with _refused():
         if out.up_to_date(cfg.force):
-            return EmbeddingStore.open(out.path)
+            return EmbeddingStore.open(out.path, verify=cfg.verify)
         if cfg.force:  # --force starts over, also from an unfinished run of this config
             shutil.rmtree(out.tmp, ignore_errors=True)
         elif out.tmp.is_dir():
@@ -275,6 +280,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
             "dtype": cfg.dtype, "pooling": emb.pooling, "normalized": bool(emb.normalize), "count": int(n),
             "docs": int(docs), "corpus_fingerprint": corpus_fp, "embedding_fingerprint": digest,
             "chunking": ident["chunking"], "config": ident,
+            "checksums": store_checksums(d, {"embeddings.npy": writer.embeddings_checksum}),
         }
         write_manifest(d, manifest)
         seconds = time.perf_counter() - t0
@@ -290,7 +296,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         writer.remove(finished)
         shutil.rmtree(d / CHUNKS, ignore_errors=True)  # a per-file plan's chunk shards
         (d / PLAN_FILE).unlink()
-    store = EmbeddingStore.open(out.path)
+    store = EmbeddingStore.open(out.path, verify=False)  # just written and hashed
     logger.info("embedded %s", store.summary())
     return store
 

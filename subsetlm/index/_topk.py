@@ -84,3 +84,53 @@ def finish_rows(neighbors, sims, start, stop):
         for q in range(k):
             if hi[q] < 0:
                 hs[q] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def exact_dots(X, I, xq, out):
+    """``out[r, j] = float32(sum_t X[I[r, j], t] * xq[r, t])`` accumulated in float64 in index order (no
+    fastmath: the same bits on any machine and thread count); ``-inf`` where ``I`` is -1.
+
+    ``X`` (n, d) float32 rows, read in place; ``I`` (b, c) int64 rows of ``X``; ``xq`` (b, d) float32.
+    """
+    b, c = I.shape
+    d = xq.shape[1]
+    for r in range(b):
+        for j in range(c):
+            p = I[r, j]
+            if p < 0:
+                out[r, j] = -np.inf
+                continue
+            acc = 0.0
+            for t in range(d):
+                acc += np.float64(X[p, t]) * np.float64(xq[r, t])
+            out[r, j] = np.float32(acc)
+
+
+@njit(cache=True, nogil=True)
+def exact_dots_half(H, I, xq, out, lut):
+    """:func:`exact_dots` for float16 rows given as their uint16 bits ``H`` (a store's memmap, read in
+    place), ``lut`` = :func:`half_table` (each value exact in float64: the same sums as float32 rows)."""
+    b, c = I.shape
+    d = xq.shape[1]
+    for r in range(b):
+        for j in range(c):
+            p = I[r, j]
+            if p < 0:
+                out[r, j] = -np.inf
+                continue
+            acc = 0.0
+            for t in range(d):
+                acc += lut[H[p, t]] * np.float64(xq[r, t])
+            out[r, j] = np.float32(acc)
+
+
+_HALF: np.ndarray | None = None
+
+
+def half_table() -> np.ndarray:
+    """(65536,) float64: the value of every float16 bit pattern (exact), for :func:`exact_dots`."""
+    global _HALF
+    if _HALF is None:
+        _HALF = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
+    return _HALF

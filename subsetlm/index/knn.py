@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_dir, dumps_json, is_complete, read_json
+from .._io import atomic_dir, checksums, dumps_json, is_complete, load_npy, read_json, verify_checksums
 from ._arrays import (as_f32_block, check_k, check_matrix, iter_f32_blocks, sample_rows, take_f32,
                       task_spans)
 from .faiss_index import IndexConfig, _build, faiss_threads, resolve_graph_params
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 GRAPH_FORMAT = "subsetlm.knn_graph"
 GRAPH_VERSION = 1
+GRAPH_FILES = ("neighbors.npy", "similarities.npy")
+_MARGIN = 8  # exact search: extra candidates per row, so ties at the k-th place are seen whole
+_EPS32 = 2.0 ** -24
 
 
 @dataclass
@@ -45,7 +48,8 @@ class KNNGraph:
         Row i = ids of the k nearest neighbours of i (i itself included), by decreasing
         similarity; -1 where fewer than k were found (always last in the row).
     similarities : ndarray (n, k) float32
-        Matching inner products (cosines); 0.0 for missing neighbours.
+        Matching inner products (cosines), computed in float64 in a fixed order and rounded
+        to float32 (the same bits on any number of threads); 0.0 for missing neighbours.
     params : dict
         How the graph was built (resolved index params, ``recall`` if estimated).
     """
@@ -96,7 +100,8 @@ class KNNGraph:
 
         The directory is written atomically (``path.tmp`` then a rename). ``extra`` entries
         are merged into the manifest (e.g. the store fingerprint); ``stats`` (timings, not
-        byte-stable) go to ``stats.json``.
+        byte-stable) go to ``stats.json``. The manifest records the ``checksums`` of the two
+        arrays, verified by :meth:`load`.
         """
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
@@ -110,25 +115,37 @@ class KNNGraph:
         man.update(extra or {})
         np.save(directory / "neighbors.npy", np.ascontiguousarray(self.neighbors, dtype=np.int32))
         np.save(directory / "similarities.npy", np.ascontiguousarray(self.similarities, dtype=np.float32))
+        man["checksums"] = checksums(directory, GRAPH_FILES)
         (directory / "manifest.json").write_text(dumps_json(man))
         if stats is not None:
             (directory / "stats.json").write_text(dumps_json(stats))
 
     @classmethod
-    def load(cls, path, mmap: bool = True) -> "KNNGraph":
-        """Read a graph written by :meth:`save` (arrays memory-mapped when ``mmap``)."""
+    def load(cls, path, mmap: bool = True, verify: bool = True) -> "KNNGraph":
+        """Read a graph written by :meth:`save` (arrays memory-mapped when ``mmap``).
+
+        ``verify``: check the arrays against the manifest's checksums first (once per process);
+        a graph altered after ``_SUCCESS`` raises :class:`~subsetlm._io.IntegrityError`.
+        """
         path = Path(path)
         if not is_complete(path):
             raise FileNotFoundError(
                 f"no complete kNN graph at {path} (missing {path / '_SUCCESS'}); "
                 f"build it with `subsetlm index STORE --k K` or KNNGraph.save()."
             )
-        man = read_json(path / "manifest.json")
-        if man.get("format") != GRAPH_FORMAT:
-            raise ValueError(f"{path / 'manifest.json'}: format={man.get('format')!r}, expected {GRAPH_FORMAT!r}.")
+        fix = rebuild_hint(path)
+        try:
+            man = read_json(path / "manifest.json")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path / 'manifest.json'}: not valid JSON ({e}); {fix}") from None
+        if not isinstance(man, dict) or man.get("format") != GRAPH_FORMAT:
+            fmt = man.get("format") if isinstance(man, dict) else None
+            raise ValueError(f"{path / 'manifest.json'}: format={fmt!r}, expected {GRAPH_FORMAT!r}.")
+        if verify:
+            verify_checksums(path, man.get("checksums"), what="kNN graph", fix=fix)
         mode = "r" if mmap else None
-        nb = np.load(path / "neighbors.npy", mmap_mode=mode)
-        sim = np.load(path / "similarities.npy", mmap_mode=mode)
+        nb = load_npy(path / "neighbors.npy", mode, fix=fix)
+        sim = load_npy(path / "similarities.npy", mode, fix=fix)
         if nb.shape != (man["n"], man["k"]) or sim.shape != nb.shape:
             raise ValueError(
                 f"{path}: arrays {nb.shape}/{sim.shape} disagree with manifest n={man['n']} k={man['k']}; "
@@ -137,6 +154,14 @@ class KNNGraph:
         params = dict(man.get("params") or {})
         return cls(nb, sim, params)
 
+
+def rebuild_hint(path: Path) -> str:
+    """How to rebuild the graph directory ``path`` (a store's ``graphs/knn-kK`` or a saved graph)."""
+    path = Path(path)
+    if path.parent.name == "graphs" and path.name.startswith("knn-k"):
+        return (f"rebuild it with `subsetlm index {path.parent.parent} --k {path.name[5:]} --force` "
+                f"(or pass --no-verify to skip this check)")
+    return "rebuild it (KNNGraph.save with overwrite=True), or pass verify=False to skip this check"
 
 def _fix_rows(I: np.ndarray, D: np.ndarray, start: int, self_sim: np.ndarray):
     """Insert self where missing (replacing the last neighbour), sort rows, zero missing sims.
@@ -159,31 +184,107 @@ def _fix_rows(I: np.ndarray, D: np.ndarray, start: int, self_sim: np.ndarray):
     return I.astype(np.int32), D.astype(np.float32), int(missing_self.sum())
 
 
-def _rerank_exact(X, xq: np.ndarray, I: np.ndarray, sub: int = 256):
-    """Exact inner products of the candidate ids ``I`` (b, k2) against queries ``xq``."""
-    D = np.full(I.shape, -np.inf, dtype=np.float32)
-    for s in range(0, len(I), sub):
-        ids = I[s:s + sub]
-        valid = ids >= 0
-        flat = np.unique(ids[valid])
+def _exact_sims(X, xq: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """Inner products of the candidate ids ``I`` (b, c) against queries ``xq`` (b, d), accumulated in
+    float64 in index order and rounded to float32 (:func:`~subsetlm.index._topk.exact_dots`, reading
+    ``X``'s rows in place); -inf where ``I`` is -1.
+
+    Bit-identical whatever the BLAS / FAISS thread count that chose the candidates, and on any
+    machine (no SIMD reassociation).
+    """
+    from ._topk import exact_dots, exact_dots_half, half_table
+
+    D = np.empty(I.shape, dtype=np.float32)
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    I = np.ascontiguousarray(I, dtype=np.int64)
+    A = np.asarray(X)
+    if A.dtype == np.float16:
+        exact_dots_half(A.view(np.uint16), I, q, D, half_table())
+    elif A.dtype == np.float32:
+        exact_dots(A, I, q, D)
+    else:  # other dtypes: the candidate rows as float32 first
+        flat = np.unique(I[I >= 0])
         if flat.size == 0:
-            continue
-        vecs = take_f32(X, flat)
-        pos = np.searchsorted(flat, np.where(valid, ids, flat[0]))
-        sims = np.einsum("bkd,bd->bk", vecs[pos], xq[s:s + sub])
-        D[s:s + sub] = np.where(valid, sims, -np.inf)
+            D[:] = -np.inf
+            return D
+        pos = np.where(I >= 0, np.searchsorted(flat, np.where(I >= 0, I, flat[0])), -1).astype(np.int64)
+        exact_dots(np.ascontiguousarray(take_f32(X, flat)), pos, q, D)
     return D
 
 
+def _self_sims(xq: np.ndarray) -> np.ndarray:
+    """``|x|^2`` of each query row, as :func:`_exact_sims` computes it."""
+    q = np.ascontiguousarray(xq, dtype=np.float32)
+    return _exact_sims(q, q, np.arange(len(q), dtype=np.int64)[:, None])[:, 0]
+
+
+def _exact_rows(X, xq: np.ndarray, I: np.ndarray, D: np.ndarray, start: int, k: int):
+    """Exact search: rows whose k+margin candidates end in a (near) tie with the k-th (duplicates,
+    all-zero rows) get every row within ``tol`` of the k-th similarity as candidates, so the kept
+    top-k is the same whatever order FAISS's threads found the tied candidates in.
+
+    ``tol`` (8 d 2^-24 |q|^2) bounds float32 rounding of a dot product many times over: a row
+    FAISS ranked outside the candidates is then strictly below the k-th, on any thread count.
+    """
+    n, d = X.shape
+    if I.shape[1] >= n:
+        return I, D
+    kth = -np.partition(-np.where(I < 0, -np.inf, D), k - 1, axis=1)[:, k - 1]
+    tol = 8.0 * d * _EPS32 * np.maximum(1.0, _self_sims(xq))
+    worst = np.where(I < 0, np.inf, D).min(axis=1)
+    amb = np.flatnonzero((worst >= kth - tol) & np.isfinite(kth))
+    if not amb.size:
+        return I, D
+    I, D = I.copy(), D.copy()
+    for s0 in range(0, len(amb), 256):
+        rows = amb[s0:s0 + 256]
+        q = np.ascontiguousarray(xq[rows])
+        radius = (kth - 2 * tol)[rows]
+        cands: list[list[np.ndarray]] = [[] for _ in rows]
+        for b0, xb in iter_f32_blocks(X, 16384):
+            hit_r, hit_c = np.nonzero(q @ xb.T > radius[:, None])
+            for j in np.unique(hit_r):
+                cands[j].append(hit_c[hit_r == j] + b0)
+        for j, r in enumerate(rows):
+            cand = np.union1d(np.concatenate(cands[j]) if cands[j] else np.zeros(0, np.int64), [start + r])
+            sims = np.concatenate([_exact_sims(X, xq[r:r + 1], cand[None, c:c + 8192])[0]
+                                   for c in range(0, len(cand), 8192)])
+            order = np.lexsort((cand, cand != start + r, -sims))[:I.shape[1]]
+            m = len(order)
+            I[r, :m], D[r, :m] = cand[order], sims[order]
+            I[r, m:], D[r, m:] = -1, -np.inf
+    return I, D
+
+
+def _rescore(X, neighbors: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The similarities of a graph's rows by :func:`_exact_sims`, rows re-sorted (thread-count independent)."""
+    nb = np.empty(neighbors.shape, dtype=np.int32)
+    sims = np.empty(neighbors.shape, dtype=np.float32)
+    for start, xq in iter_f32_blocks(X, block_size):
+        I = np.asarray(neighbors[start:start + len(xq)], dtype=np.int64)
+        I, D, _ = _fix_rows(I, _exact_sims(X, xq, I), start, _self_sims(xq))
+        nb[start:start + len(xq)], sims[start:start + len(xq)] = I, D
+    return nb, sims
+
+
 def _search_block(index, X, xq: np.ndarray, start: int, kind: str, k: int):
-    """One query block's sorted top-k rows (ids, sims, rows where self was inserted)."""
-    k_search = min(X.shape[0], 2 * k) if kind == "ivfpq" else k
-    D, I = index.search(xq, k_search)
-    if kind == "ivfpq":
-        D = _rerank_exact(X, xq, I)
-        order = np.argsort(-D, axis=1, kind="stable")[:, :k]
-        I, D = np.take_along_axis(I, order, 1), np.take_along_axis(D, order, 1)
-    return _fix_rows(I.astype(np.int64), D.astype(np.float32), start, np.einsum("ij,ij->i", xq, xq))
+    """One query block's sorted top-k rows (ids, sims, rows where self was inserted).
+
+    Similarities are recomputed by :func:`_exact_sims` (thread-count independent); exact
+    search (``flat``) looks at ``k + 8`` candidates and resolves ties at the k-th place
+    (:func:`_exact_rows`), so its rows are the same on any thread count.
+    """
+    n = X.shape[0]
+    k_search = min(n, 2 * k) if kind == "ivfpq" else min(n, k + _MARGIN) if kind == "flat" else k
+    _, I = index.search(xq, k_search)
+    I = I.astype(np.int64)
+    D = _exact_sims(X, xq, I)
+    if kind == "flat":
+        I, D = _exact_rows(X, xq, I, D, start, k)
+    if k_search > k:  # keep the best k (self is never dropped here: _fix_rows puts it first among ties)
+        I, D, ins = _fix_rows(I, D, start, _self_sims(xq))
+        return I[:, :k], D[:, :k], ins
+    return _fix_rows(I, D, start, _self_sims(xq))
 
 
 def _search_task(task: dict):
@@ -314,6 +415,7 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
             neighbors, sims, info = ivf_join_knn(X, k, p["nlist"], p["nprobe"], p["train_size"],
                                                  seed=cfg.seed, block_size=cfg.block_size, progress=progress,
                                                  n_threads=cfg.n_threads)
+            neighbors, sims = _rescore(X, neighbors, cfg.block_size)
             n_inserted = 0  # a row's own list is always probed
             p.update(info, device="cpu")
             t_build = 0.0

@@ -42,6 +42,8 @@ class IndexRunConfig:
     backend, ray_address : ``ray`` runs the kNN search blocks and the k-means assignment as Ray
         tasks (the store on a path every node reads).
     force : rebuild even when a matching graph / partitions exist.
+    verify : check the store's files (and a cached graph's) against their checksums first; a
+        cache that fails is rebuilt (``--no-verify``: trust them).
     """
 
     store: str = ""
@@ -58,6 +60,7 @@ class IndexRunConfig:
     backend: str = "local"
     ray_address: str | None = None
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     def index_config(self):
         """The :class:`~subsetlm.index.IndexConfig` of the graph (validated)."""
@@ -103,7 +106,7 @@ def run_index(cfg: IndexRunConfig, progress: bool = False) -> IndexResult:
     from subsetlm.index.store_graph import build_store_graph, build_store_partitions
 
     cfg.validate()
-    store = EmbeddingStore.open(cfg.store)
+    store = EmbeddingStore.open(cfg.store, verify=cfg.verify)
     executor = executor_for(cfg.backend, cfg.ray_address)
     graph = None
     if not cfg.partitions_only:

@@ -7,7 +7,11 @@ Layout::
 
 Each manifest records the store's ``fingerprint`` (sha256 of its embeddings) and the
 config that changes the result, so a rerun skips finished work and a stale cache
-(store re-embedded, or other settings) is rebuilt rather than silently reused.
+(store re-embedded, or other settings) is rebuilt rather than silently reused. An exact
+(``flat``) graph is keyed on ``k`` alone: the seed and the approximate-index settings do not
+change it, so ``select --seed 1`` reuses the graph ``index`` built. Each manifest also records
+the ``checksums`` of its arrays; a cache whose files were altered is rebuilt (with a warning)
+by ``build_*`` and refused by ``load_store_graph``.
 
 Example
 -------
@@ -19,15 +23,17 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .._io import dumps_json, is_complete, read_json
+from .._io import IntegrityError, checksums, dumps_json, is_complete, load_npy, read_json, verify_checksums
 from .._stage import Output
-from .faiss_index import IndexConfig
+from ._arrays import check_k
+from .faiss_index import IndexConfig, resolve_graph_params
 from .knn import KNNGraph, estimate_recall, knn_graph
 from .partitions import kmeans_partitions
 
@@ -56,8 +62,27 @@ def partitions_dir(store, n_partitions: int, seed: int = 0) -> Path:
     return Path(_open(store).path) / "partitions" / f"kmeans-{int(n_partitions)}-seed{int(seed)}"
 
 
-def _config_key(cfg: IndexConfig) -> dict:
+def _config_key(cfg: IndexConfig, n: int, d: int) -> dict:
+    """The settings a graph of ``n`` rows of dim ``d`` depends on: ``{kind: flat, k}`` for exact search
+    (no seed: it changes nothing), every result field for approximate indexes."""
+    k = check_k(cfg.k, n)
+    p = resolve_graph_params(n, d, dataclasses.replace(cfg, k=k))
+    if p["kind"] == "flat":
+        return {"kind": "flat", "k": int(cfg.k)}
     return {f: getattr(cfg, f) for f in _RESULT_FIELDS}
+
+
+def _intact(dest: Path, names: tuple[str, ...], what: str, fix: str) -> bool:
+    """False (with a warning) when a finished cache's files do not match their checksums: rebuild it."""
+    try:
+        man = read_json(dest / "manifest.json")
+        verify_checksums(dest, man.get("checksums") if isinstance(man, dict) else None, what=what, fix=fix)
+        for f in names:
+            load_npy(dest / f, "r", fix=fix)
+    except (IntegrityError, ValueError, OSError) as e:
+        logger.warning("%s; rebuilding it", e)
+        return False
+    return True
 
 
 def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = False,
@@ -89,9 +114,12 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
     store = _open(store)
     cfg = (cfg or IndexConfig()).validate()
     dest = graph_dir(store, cfg.k)
-    out = _cache(dest, {"store_fingerprint": store.fingerprint, "config": _config_key(cfg)}, "kNN graph")
+    key = _config_key(cfg, store.n, store.dim)
+    out = _cache(dest, {"store_fingerprint": store.fingerprint, "config": key}, "kNN graph")
     if out.up_to_date(force):
-        return dest
+        if not getattr(store, "verify", True) or _intact(dest, ("neighbors.npy", "similarities.npy"), "kNN graph",
+                                                          f"it is a cache of {store.path}"):
+            return dest
     t0 = time.perf_counter()
     graph = knn_graph(store.embeddings, cfg.k, cfg, progress=progress, executor=executor)
     t_graph = time.perf_counter() - t0
@@ -112,7 +140,10 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
 
 def _cache_identity(path: Path) -> dict:
     man = read_json(Path(path) / "manifest.json")
-    return {"store_fingerprint": man.get("store_fingerprint"), "config": man.get("config")}
+    config = man.get("config")
+    if man.get("kind") == "flat" and isinstance(config, dict) and "k" in config:
+        config = {"kind": "flat", "k": config["k"]}  # an exact graph cached before its key dropped the seed
+    return {"store_fingerprint": man.get("store_fingerprint"), "config": config}
 
 
 def _cache(dest: Path, ident: dict, what: str) -> Output:
@@ -120,14 +151,17 @@ def _cache(dest: Path, ident: dict, what: str) -> Output:
     return Output(dest, ident, what=what, read_identity=_cache_identity, on_mismatch="rebuild")
 
 
-def load_store_graph(store, k: int = 32, mmap: bool = True) -> KNNGraph:
+def load_store_graph(store, k: int = 32, mmap: bool = True, verify: bool | None = None) -> KNNGraph:
     """Load the store's kNN graph with ``k`` neighbours per row.
 
     When only a graph with more neighbours exists (e.g. knn-k64 for k=32), its first ``k``
-    columns are returned (rows are sorted, so that is the top-k graph).
+    columns are returned (rows are sorted, so that is the top-k graph). ``verify`` (default:
+    as the store was opened) checks the arrays against their checksums.
 
     Raises
     ------
+    IntegrityError
+        A graph file was altered after it was written (rebuild with ``index --force``).
     FileNotFoundError
         No complete graph: build it with ``subsetlm index STORE --k K``.
     ValueError
@@ -153,7 +187,7 @@ def load_store_graph(store, k: int = 32, mmap: bool = True) -> KNNGraph:
             f"{store.path} has {str(store.fingerprint)[:12]}… (the embeddings changed). "
             f"Fix: rebuild with `subsetlm index {store.path} --k {k} --force`."
         )
-    graph = KNNGraph.load(dest, mmap=mmap)
+    graph = KNNGraph.load(dest, mmap=mmap, verify=getattr(store, "verify", True) if verify is None else verify)
     if graph.n != store.n:
         raise ValueError(f"{dest} has n={graph.n} rows but the store has n={store.n}; rebuild with --force.")
     if graph.k > k:
@@ -186,7 +220,11 @@ def build_store_partitions(store, n_partitions: int, seed: int = 0, force: bool 
            **{k: v for k, v in kmeans_kw.items() if k in ("sample_size", "niter", "nredo")}}
     out = _cache(dest, {"store_fingerprint": store.fingerprint, "config": key}, "k-means partitions")
     if out.up_to_date(force):
-        return np.load(dest / "labels.npy")
+        if not getattr(store, "verify", True) or _intact(dest, ("labels.npy", "centroids.npy"), "k-means partitions",
+                                                          f"it is a cache of {store.path}"):
+            return np.asarray(load_npy(dest / "labels.npy", None, fix=f"rebuild it with `subsetlm index "
+                                                                      f"{store.path} --partitions {n_partitions} "
+                                                                      f"--force`"))
     res = kmeans_partitions(store.embeddings, n_partitions, seed=seed, progress=progress,
                             return_centroids=True, **kmeans_kw)
     man = {"format": "subsetlm.partitions", "version": 1, "method": "kmeans", "n": int(len(res.labels)),
@@ -195,5 +233,6 @@ def build_store_partitions(store, n_partitions: int, seed: int = 0, force: bool 
     with out.writing(force=True) as tmp:
         np.save(tmp / "labels.npy", res.labels)
         np.save(tmp / "centroids.npy", res.centroids)
+        man["checksums"] = checksums(tmp, ("centroids.npy", "labels.npy"))
         (tmp / "manifest.json").write_text(dumps_json(man))
     return res.labels

@@ -147,7 +147,7 @@ class TrainData:
 
 def load_corpus(inputs: Sequence[str], *, text_field: str = "text", id_field: str | None = None,
                 limit: int | None = None, val_fraction: float = 0.02, max_val: int | None = 1000,
-                seed: int = 0) -> TrainData:
+                seed: int = 0, verify: bool = True) -> TrainData:
     """Load training rows from an embedding store directory or from corpus inputs.
 
     Parameters
@@ -169,7 +169,7 @@ def load_corpus(inputs: Sequence[str], *, text_field: str = "text", id_field: st
     from subsetlm.embed.store import EmbeddingStore
 
     if len(inputs) == 1 and EmbeddingStore.is_store(inputs[0]):
-        store = EmbeddingStore.open(inputs[0])
+        store = EmbeddingStore.open(inputs[0], verify=verify)
         n = store.n if limit is None else min(store.n, int(limit))
         texts = store.texts(np.arange(n))
         logger.info("training corpus: %d rows of store %s", n, store.path)

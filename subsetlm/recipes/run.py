@@ -62,7 +62,7 @@ class TrainRunConfig:
         ``subsetlm eval --method finetune``) at the end of the run; ``stage2_seeds=0`` skips it.
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("resume", "force", "device")  # how, not what: not in config.json
+    VOLATILE: ClassVar[tuple[str, ...]] = ("resume", "force", "device", "verify")  # how, not what: not in config.json
 
     recipe: str = "bert"
     out: str = ""
@@ -109,6 +109,7 @@ class TrainRunConfig:
     stage2_lr: float = 3e-4
     resume: bool = False
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     @property
     def reselect(self) -> bool:
@@ -205,7 +206,7 @@ def train_run(cfg: TrainRunConfig, progress: bool = False, *, finish: Finish | N
     if cfg.subset:
         from subsetlm.subsets import read_subset
 
-        sub = read_subset(cfg.subset)
+        sub = read_subset(cfg.subset, verify=cfg.verify)
         corpus = corpus or [sub.manifest["store"]["path"]]
     if not corpus and cfg.recipe == "biobert":
         corpus = ["pubmed"]
@@ -248,7 +249,7 @@ def _train(cfg: TrainRunConfig, run: Path, corpus: list[str], sub: Any, preset: 
 
     t0 = time.perf_counter()
     data = load_corpus(corpus, text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit,
-                       val_fraction=cfg.val_fraction, max_val=cfg.max_val, seed=cfg.seed)
+                       val_fraction=cfg.val_fraction, max_val=cfg.max_val, seed=cfg.seed, verify=cfg.verify)
     rows = weights = None
     if sub is not None:
         from subsetlm.subsets.format import check_against_store

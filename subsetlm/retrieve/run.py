@@ -82,7 +82,7 @@ class RetrieveConfig:
     embedder : query embedder spec for dense/diverse (default: the store's own).
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "device")  # where/how: not in the manifest's config
+    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "device", "verify")  # where/how: not in the manifest's config
 
     corpus: list[str] = field(default_factory=list)
     task: str = ""
@@ -104,6 +104,7 @@ class RetrieveConfig:
     device: str = "auto"
     seed: int = 0
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -129,7 +130,7 @@ def _ground(cfg: RetrieveConfig) -> Any:
     if cfg.method != "bm25" and not (len(cfg.corpus) == 1 and EmbeddingStore.is_store(cfg.corpus[0])):
         raise ValueError(f"--method {cfg.method} needs embeddings: pass an embedding store (subsetlm embed "
                          f"{' '.join(cfg.corpus)} --out STORE), not corpus files")
-    return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field)
+    return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field, verify=cfg.verify)
 
 
 def _contaminated(ground: Any, task: Any, texts: list[str]) -> np.ndarray:

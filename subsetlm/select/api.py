@@ -80,9 +80,10 @@ class SelectConfig:
     backend : ``local`` (worker processes) or ``ray`` (one Ray task per partition, on the
         cluster at ``ray_address``: ``auto``, ``HOST:PORT``, or None for ``RAY_ADDRESS`` / a
         local instance); needs ``partitions > 1``. Same subset file either way.
+    verify : check the store / graph / subset files against their checksums when opened (``--no-verify``: trust them).
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "out", "n_jobs", "backend", "ray_address")
+    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "out", "n_jobs", "backend", "ray_address", "verify")
 
     store: str = ""
     out: str = ""
@@ -110,6 +111,7 @@ class SelectConfig:
     backend: str = "local"
     ray_address: str | None = None
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool):
@@ -234,7 +236,7 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
 
     cfg.validate()
     out_path = check_out(cfg.out, "--out")
-    store = EmbeddingStore.open(cfg.store)
+    store = EmbeddingStore.open(cfg.store, verify=cfg.verify)  # its graphs and --within subset: checked alike
     config = _config_identity(cfg)
     rows, provenance = _within(cfg.within, store)
     coverage, quality, weighting = _weighting(cfg, store)

@@ -65,7 +65,7 @@ class DedupConfig:
         duplicate; same result, fewer similarities computed.
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "use_graph")
+    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "use_graph", "verify")
 
     store: str = ""
     out: str = ""
@@ -83,6 +83,7 @@ class DedupConfig:
     use_graph: bool = True
     seed: int = 0
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     def validate(self, n: int | None = None) -> None:
         """Check every field (and, given the store size ``n``, the target and partitions); ValueError otherwise."""
@@ -124,7 +125,7 @@ def dedup(cfg: DedupConfig, progress: bool = False) -> Path:
 
     cfg.validate()
     out_path = check_out(cfg.out, "--out")
-    store = EmbeddingStore.open(cfg.store)
+    store = EmbeddingStore.open(cfg.store, verify=cfg.verify)
     n = int(store.n)
     cfg.validate(n)
     scores, scores_rec = _read_scores(cfg, store) if cfg.keep == "score" else (None, None)

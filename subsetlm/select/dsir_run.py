@@ -82,7 +82,7 @@ class DSIRConfig:
     limit : corpus files only: the first N documents.
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "batch_size")
+    VOLATILE: ClassVar[tuple[str, ...]] = ("out", "force", "batch_size", "verify")
 
     corpus: list[str] = field(default_factory=list)
     out: str = ""
@@ -101,6 +101,7 @@ class DSIRConfig:
     seed: int = 0
     batch_size: int = 8192
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool):
@@ -141,7 +142,8 @@ def _ground(cfg: DSIRConfig) -> Any:
     """The rows to select from: the store (one store directory given) or the corpus files read in order."""
     from subsetlm.embed.store import open_rows
 
-    return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit)
+    return open_rows(list(cfg.corpus), text_field=cfg.text_field, id_field=cfg.id_field, limit=cfg.limit,
+                     verify=cfg.verify)
 
 
 def _blocks(ground: Any, rows: np.ndarray | None, size: int) -> Iterator[list[str]]:
@@ -185,7 +187,7 @@ def _target(cfg: DSIRConfig, task: Any) -> tuple[Callable[[], Iterator[list[str]
     if cfg.target_store:
         from subsetlm.embed import EmbeddingStore
 
-        store = EmbeddingStore.open(cfg.target_store)
+        store = EmbeddingStore.open(cfg.target_store, verify=cfg.verify)
         return (lambda: _blocks(store, None, bs)), {"kind": "store", "spec": str(cfg.target_store),
                                                      "fingerprint": store.fingerprint, "n_docs": int(store.n)}
     if task is not None:

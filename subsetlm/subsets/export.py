@@ -48,12 +48,12 @@ FIELD_TYPES: dict[str, pa.DataType] = {
 DEFAULT_FIELDS: tuple[str, ...] = tuple(FIELD_TYPES)
 
 
-def open_store(store: Any) -> Any:
+def open_store(store: Any, verify: bool = True) -> Any:
     """``store`` itself when it is already an opened store, else ``EmbeddingStore.open``."""
     if isinstance(store, (str, os.PathLike)):
         from subsetlm.embed import EmbeddingStore
 
-        return EmbeddingStore.open(store)
+        return EmbeddingStore.open(store, verify=verify)
     return store
 
 
@@ -170,6 +170,7 @@ def export_subset(
     block_size: int = 1024,
     overwrite: bool = False,
     progress: bool = False,
+    verify: bool = True,
 ) -> Path:
     """Write the selected samples with their text to ``out``.
 
@@ -196,6 +197,8 @@ def export_subset(
         Replace an existing ``out``; otherwise ``FileExistsError``.
     progress : bool
         Show a tqdm bar.
+    verify : bool
+        Check the subset's and the store's files against their checksums (``--no-verify``).
 
     Returns
     -------
@@ -214,9 +217,9 @@ def export_subset(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --force (overwrite=True) to replace it or choose another --out")
     if store_path is None:  # the store its manifest records: read the subset now (once), check it below
-        subset_path = subset_path if isinstance(subset_path, SubsetFile) else read_subset(subset_path)
+        subset_path = subset_path if isinstance(subset_path, SubsetFile) else read_subset(subset_path, verify=verify)
         store_path = subset_path.manifest["store"]["path"]
-    store = open_store(store_path)
+    store = open_store(store_path, verify=verify)
     subset = _open_subset(subset_path, store)
     batches: Iterator[pa.RecordBatch] = iter_batches(
         subset, store, fields, order=order, block_size=block_size
@@ -287,9 +290,10 @@ class ExportConfig:
     fields : columns to write, in order (default: every field, :data:`DEFAULT_FIELDS`).
     order : ``rank`` (selection order) or ``index`` (store order).
     force : replace an existing ``out`` (an export records no identity, so it is never skipped).
+    verify : check the subset's and the store's files against their checksums (``--no-verify``: trust them).
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("force",)
+    VOLATILE: ClassVar[tuple[str, ...]] = ("force", "verify")
 
     subset: str = ""
     out: str = ""
@@ -298,6 +302,7 @@ class ExportConfig:
     fields: list[str] | None = None
     order: str = "rank"
     force: bool = False
+    verify: bool = True  # check store / graph / subset checksums on open (--no-verify: trust them)
 
     def validate(self) -> None:
         if not self.subset:
@@ -314,7 +319,8 @@ def run_export(cfg: ExportConfig, progress: bool = False) -> Path:
     """Run ``subsetlm export``: the subset's samples with their text, written atomically to ``cfg.out``."""
     cfg.validate()
     return export_subset(cfg.subset, cfg.store or None, check_out(cfg.out), format=cfg.format,
-                         include_fields=cfg.fields, order=cfg.order, overwrite=cfg.force, progress=progress)
+                         include_fields=cfg.fields, order=cfg.order, overwrite=cfg.force, progress=progress,
+                         verify=cfg.verify)
 
 
 def summary(path: Path) -> str:

@@ -5,7 +5,8 @@ A subset is a directory ``SUBSET/``::
     subset.parquet   id str, index int64, rank int64, gain float64, weight float64,
                      partition int32  (one row per selected sample, in selection order)
     manifest.json    schema_version, kind, size, n_ground, store {...}, config, seed,
-                     certificate {...}, versions {...}  (deterministic: no timestamps)
+                     certificate {...}, versions {...}, checksums {file: "xxh3_64:HEX"}
+                     (deterministic: no timestamps; the checksums bind the tables to it)
     stats.json       timings (free-form; the only file that differs between reruns)
     _SUCCESS         written last
 
@@ -43,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from subsetlm._io import SUCCESS, atomic_dir, dumps_json, read_json
+from subsetlm._io import SUCCESS, IntegrityError, atomic_dir, dumps_json, file_checksum, read_json, verify_checksums
 from subsetlm.subsets._util import duplicates, library_versions, strict_json
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ _PARQUET_KW = dict(
 )
 
 #: Manifest keys that ``write_subset`` fills itself; callers may not pass them.
-RESERVED_KEYS = ("schema_version", "kind", "size", "n_ground", "store")
+RESERVED_KEYS = ("schema_version", "kind", "size", "n_ground", "store", "checksums")
 
 
 class SubsetError(ValueError):
@@ -310,7 +311,8 @@ def write_subset(
     )
     # strict JSON for other tools (jq, JS): NaN/inf become null. Fails here, before
     # anything is written, if the manifest is not JSON-able.
-    manifest_text = dumps_json(strict_json(out_manifest))
+    manifest_obj = strict_json(out_manifest)
+    dumps_json(manifest_obj)
 
     with atomic_dir(path, overwrite=overwrite) as tmp:
         pq.write_table(table, tmp / TABLE_FILE, **_PARQUET_KW)
@@ -318,6 +320,8 @@ def write_subset(
             if Path(name).name != name or name in (TABLE_FILE, MANIFEST_FILE, STATS_FILE, SUCCESS):
                 raise SubsetError(f"write_subset: extra table name {name!r} must be a new plain file name")
             pq.write_table(extra, tmp / name, **_PARQUET_KW)
+        names = sorted([TABLE_FILE, *(extra_tables or {})])
+        manifest_text = dumps_json({**manifest_obj, "checksums": {f: file_checksum(tmp / f) for f in names}})
         (tmp / MANIFEST_FILE).write_text(manifest_text, encoding="utf-8")
         st = dict(stats or {})
         st.setdefault("write_seconds", time.perf_counter() - t0)
@@ -382,7 +386,22 @@ def _check_table(table: pa.Table, where: Path) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
-def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
+_RERUN = ("rebuild it: re-run the command that wrote it (`subsetlm select`, `dedup`, `dsir` or `retrieve`) with "
+          "--force (or pass --no-verify to skip this check)")
+
+
+def _verify(where: Path, table_file: Path, manifest: dict) -> None:
+    """The manifest's ``checksums`` against the tables beside it (subset.parquet, or NAME.parquet of
+    the flat layout; extra tables such as assignment.parquet); none recorded: a warning."""
+    recorded = manifest.get("checksums")
+    if not isinstance(recorded, dict) or not recorded:
+        return verify_checksums(where, None, what="subset", fix=_RERUN)
+    for name, want in recorded.items():
+        f = table_file if name == TABLE_FILE else where / name
+        verify_checksums(f.parent, {f.name: want}, what="subset", fix=_RERUN)
+
+
+def read_subset(path: str | Path, store: Any = None, verify: bool | None = None) -> SubsetFile:
     """Read and validate a subset file; check it against ``store`` when given.
 
     Parameters
@@ -392,6 +411,11 @@ def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
     store : EmbeddingStore, optional
         When given: its fingerprint must equal the manifest's store fingerprint, every
         index must be ``< store.n`` and ``ids == store.ids[indices]``.
+    verify : bool, optional
+        Check the tables against the manifest's ``checksums`` (so a ``subset.parquet``
+        altered, or swapped for another selection, is refused); default True, or as
+        ``store`` was opened. A subset written before checksums existed is read with a
+        warning.
 
     Returns
     -------
@@ -404,6 +428,8 @@ def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
         the file and the field.
     SubsetStoreMismatch
         The subset does not belong to ``store``.
+    IntegrityError
+        A table does not match its recorded checksum (a ValueError naming the file).
 
     Examples
     --------
@@ -412,7 +438,10 @@ def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
     """
     path = Path(path)
     where, table_file, manifest_file = _locate(path)
-    manifest = read_json(manifest_file)
+    try:
+        manifest = read_json(manifest_file)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SubsetError(f"{manifest_file}: not valid JSON ({e}); {_RERUN}") from None
     if not isinstance(manifest, dict):
         raise SubsetError(f"{manifest_file}: expected a JSON object, got {type(manifest).__name__}")
     version = manifest.get("schema_version")
@@ -424,7 +453,17 @@ def read_subset(path: str | Path, store: Any = None) -> SubsetFile:
         )
     if manifest.get("kind") != KIND:
         raise SubsetError(f"{manifest_file}: kind {manifest.get('kind')!r}, expected {KIND!r}")
-    table = _check_table(pq.read_table(table_file), table_file)
+    if getattr(store, "verify", True) if verify is None else verify:
+        _verify(where if where.is_dir() else table_file.parent, table_file, manifest)
+    try:
+        raw = pq.read_table(table_file)
+    except FileNotFoundError:
+        raise SubsetError(f"{table_file}: missing; {_RERUN}") from None
+    except (OSError, pa.ArrowException) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise IntegrityError(f"{table_file}: unreadable ({msg}): the file is corrupt; "
+                             f"{_RERUN}") from None
+    table = _check_table(raw, table_file)
     sub = SubsetFile(path=where, manifest=manifest, table=table)
 
     b = sub.size

@@ -39,12 +39,13 @@ class InspectConfig:
     examples : samples shown per list. plot : also write a PNG here (None: no plot).
     """
 
-    VOLATILE: ClassVar[tuple[str, ...]] = ("plot",)
+    VOLATILE: ClassVar[tuple[str, ...]] = ("plot", "verify")
 
     subset: str = ""
     store: str | None = None
     examples: int = 5
     plot: str | None = None
+    verify: bool = True  # check the subset's and store's checksums on open (--no-verify: trust them)
 
     def validate(self) -> None:
         if not self.subset:
@@ -67,7 +68,7 @@ def coverage_histogram(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return counts, BINS
 
 
-def ground_set(manifest: dict, store: str | None = None) -> Any:
+def ground_set(manifest: dict, store: str | None = None, verify: bool = True) -> Any:
     """The rows a subset indexes: ``store`` when given, else the inputs its manifest records.
 
     A ``dsir`` / ``retrieve`` subset records its ``corpus`` inputs (a store directory or corpus
@@ -79,7 +80,7 @@ def ground_set(manifest: dict, store: str | None = None) -> Any:
     config = manifest.get("config") or {}
     inputs = [store] if store else list(config.get("corpus") or [manifest["store"]["path"]])
     return open_rows([str(x) for x in inputs], text_field=config.get("text_field", "text"),
-                     id_field=config.get("id_field"), limit=config.get("limit"))
+                     id_field=config.get("id_field"), limit=config.get("limit"), verify=verify)
 
 
 def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
@@ -88,8 +89,8 @@ def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
     from subsetlm.subsets.format import check_against_store, read_subset
 
     cfg.validate()
-    sub = read_subset(cfg.subset)
-    store = ground_set(sub.manifest, cfg.store)
+    sub = read_subset(cfg.subset, verify=cfg.verify)
+    store = ground_set(sub.manifest, cfg.store, verify=cfg.verify)
     check_against_store(sub, store)
     a = read_assignment(sub)
     status = np.asarray(a.column("status").to_pylist(), dtype=object)

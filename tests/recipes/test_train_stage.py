@@ -17,7 +17,7 @@ TLM_ONLY = ("task", "rho1", "rho2", "stage2_seeds", "stage2_steps", "stage2_lr")
 
 def _old_config(cfg: TrainRunConfig) -> dict:
     """RUN/config.json as written before the stage contract (finished runs must stay comparable)."""
-    skip = ("resume", "force", "device", "progress") + (TLM_ONLY if cfg.recipe != "tlm" else ())
+    skip = ("resume", "force", "device", "progress", "verify") + (TLM_ONLY if cfg.recipe != "tlm" else ())
     d = {k: v for k, v in asdict(cfg).items() if k not in skip}
     return json.loads(json.dumps(d, sort_keys=True, default=str))
 

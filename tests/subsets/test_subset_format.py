@@ -175,8 +175,14 @@ def _edit_manifest(path, **kv):
 
 
 def _edit_table(path, fn):
+    """Rewrite subset.parquet as another writer would, recording its checksum (these tests check the schema)."""
+    from subsetlm._io import file_checksum
+
     t = pq.read_table(path / "subset.parquet")
     pq.write_table(fn(t), path / "subset.parquet")
+    man = json.loads((path / "manifest.json").read_text())
+    man["checksums"]["subset.parquet"] = file_checksum(path / "subset.parquet")
+    (path / "manifest.json").write_text(json.dumps(man))
 
 
 def test_wrong_store_fingerprint(written, other_store, store):
