@@ -57,6 +57,7 @@ VOLATILE_FILES = ("stats.json",)          # whole file: timings
 VOLATILE_KEYS = {"results.json": ("wall_s",), "metrics.jsonl": ("tokens_per_s",), "eval.json": ("seconds",)}
 IGNORED_SUFFIXES = (".lock",)
 K = 8                                     # kNN neighbours of the small stores
+MINILM_DOCS = 30                          # documents the minilm embed trials embed (the model dominates)
 
 # --- inputs -------------------------------------------------------------------------------------
 
@@ -183,7 +184,7 @@ def _probe_run(work: Path, ref: Path) -> str | None:
     return f"eval would read run/model of an unfinished run, which differs: {', '.join(bad[:3])}" if bad else None
 
 
-def stages(*, minilm_docs: int = 60) -> dict[str, StageSpec]:
+def stages(*, minilm_docs: int = MINILM_DOCS) -> dict[str, StageSpec]:
     """The stages under test, by name (inputs as :class:`Inputs` prepares them)."""
     q = ("-q",)
     return {s.name: s for s in [
@@ -191,8 +192,8 @@ def stages(*, minilm_docs: int = 60) -> dict[str, StageSpec]:
                                     "--config", "embed.yaml") + q,
                   ("corpus.jsonl", "embed.yaml"), ("store",), "store.tmp", probe=_probe_store),
         StageSpec("embed-minilm", ("embed", "corpus.jsonl", "--out", "store", "--model", "minilm", "--limit",
-                                   str(minilm_docs), "--config", "embed.yaml", "--device", "cpu") + q,
-                  ("corpus.jsonl", "embed.yaml"), ("store",), "store.tmp", probe=_probe_store, slow=True),
+                                   str(minilm_docs), "--config", "embed-small.yaml", "--device", "cpu") + q,
+                  ("corpus.jsonl", "embed-small.yaml"), ("store",), "store.tmp", probe=_probe_store, slow=True),
         StageSpec("index", ("index", "store", "--k", str(K)) + q, ("store0:store",), (f"store/graphs/knn-k{K}",),
                   f"store/graphs/knn-k{K}.tmp", probe=_probe_graph),
         StageSpec("select", ("select", "store", "--budget", "0.25", "--k", str(K), "--out", "sub",
@@ -206,7 +207,7 @@ def stages(*, minilm_docs: int = 60) -> dict[str, StageSpec]:
                             "--device", "cpu", "--out", "run") + q,
                   ("store", "sub"), ("run",), "run", rerun=("--resume",), probe=_probe_run, slow=True),
         StageSpec("eval", ("eval", "--model", "run", "--task", "task.jsonl", "--method", "finetune", "--train-size",
-                           "32", "--seeds", "2", "--max-steps", "8", "--device", "cpu", "--out", "eval.json") + q,
+                           "32", "--seeds", "1", "--max-steps", "8", "--device", "cpu", "--out", "eval.json") + q,
                   ("run", "task.jsonl"), ("eval.json",), "eval.json.tmp", slow=True),
     ]}
 
@@ -388,6 +389,7 @@ class Inputs:
             _write_jsonl(p / "corpus.tmp", [{"id": r["id"], "text": r["text"]} for r in rows])
             os.replace(p / "corpus.tmp", p / "corpus.jsonl")
         (p / "embed.yaml").write_text(f"shard_size: {self.shard_size}\n")
+        (p / "embed-small.yaml").write_text(f"shard_size: {max(8, self.shard_size // 4)}\n")  # minilm: fewer rows
         if not (p / "task.jsonl").is_file():
             _write_jsonl(p / "task.tmp", synthetic_rows(240, seed=1, words=(8, 14)))
             os.replace(p / "task.tmp", p / "task.jsonl")
