@@ -331,8 +331,38 @@ def compare(got: Path, want: Path) -> list[str]:
         return [] if got.exists() == want.exists() else [f"{'missing' if want.exists() else 'extra'} {got.name}"]
     a, b = _files(got), _files(want)
     out = [f"missing {k}" for k in sorted(set(b) - set(a))] + [f"extra {k}" for k in sorted(set(a) - set(b))]
-    out += [k or got.name for k in sorted(set(a) & set(b)) if normalized(a[k]) != normalized(b[k])]
+    out += [k or got.name for k in sorted(set(a) & set(b)) if not _same(a[k], b[k])]
     return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Equal files: bytes (after :func:`normalized`); a torch checkpoint (``.pt``) by content."""
+    x, y = normalized(a), normalized(b)
+    if x == y or a.suffix != ".pt":
+        return x == y
+    import torch
+
+    return _equal(torch.load(a, map_location="cpu", weights_only=False),
+                  torch.load(b, map_location="cpu", weights_only=False))
+
+
+def _equal(x: Any, y: Any) -> bool:
+    """Exact equality of nested checkpoint contents: dicts in the same key order, tensors and arrays bit for bit."""
+    import torch
+
+    if type(x) is not type(y):
+        return False
+    if isinstance(x, dict):
+        return list(x) == list(y) and all(_equal(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return len(x) == len(y) and all(_equal(u, v) for u, v in zip(x, y))
+    if isinstance(x, torch.Tensor):
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        return bool(torch.equal(x, y) or (x.is_floating_point() and ((x == y) | (x.isnan() & y.isnan())).all()))
+    if isinstance(x, np.ndarray):
+        return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+    return bool(x == y)
 
 
 def complete(p: Path) -> bool:

@@ -2,8 +2,8 @@
 uninterrupted run, and nothing half-written is ever trusted (the harness: benchmarks/_faults.py;
 >= 30 trials per stage: benchmarks/faults.py, the table in docs/reliability.md).
 
-The fast run tries hashing embed, index and select (two trials each, after two uninterrupted runs); minilm embed, retrieve,
-train (--resume) and eval are behind ``slow``. Two deterministic regressions pin the kill windows
+The fast run tries hashing embed, index and select (two trials each, after two uninterrupted
+runs); minilm embed, retrieve, train (--resume) and eval are behind ``slow``. Two deterministic regressions pin the kill windows
 the random trials found (strict xfail until the library fix is merged; see the markers).
 """
 
