@@ -22,7 +22,8 @@ recorded in manifests are the same as the reference's):
 Compared: every file under each output, byte for byte, except what legitimately differs
 between two uninterrupted runs (listed in docs/reliability.md): ``stats.json`` (timings, by
 the stage contract), and the timing keys ``VOLATILE_KEYS`` of a run's ``results.json`` /
-``metrics.jsonl`` and of eval's RESULTS.json. ``*.lock`` files are ignored.
+``metrics.jsonl`` and of eval's RESULTS.json; torch checkpoints (``.pt``) are compared by
+content. ``*.lock`` files are ignored.
 
 Example
 -------
