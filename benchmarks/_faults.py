@@ -51,12 +51,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks._compare import VOLATILE_FILES, VOLATILE_KEYS, compare, complete  # noqa: F401 - re-exported
+
 ROOT = Path(__file__).resolve().parents[1]
 
 OUTCOMES = ("identical", "differing", "failed to recover", "corrupt output trusted")
-VOLATILE_FILES = ("stats.json",)          # whole file: timings
-VOLATILE_KEYS = {"results.json": ("wall_s",), "metrics.jsonl": ("tokens_per_s",), "eval.json": ("seconds",)}
-IGNORED_SUFFIXES = (".lock",)
 K = 8                                     # kNN neighbours of the small stores
 MINILM_DOCS = 30                          # documents the minilm embed trials embed (the model dominates)
 
@@ -292,85 +291,6 @@ def run_stage(argv: tuple[str, ...], work: Path, env: dict[str, str], watch: str
         time.sleep(poll)
 
 
-# --- comparing ----------------------------------------------------------------------------------
-
-def normalized(path: Path) -> bytes:
-    """A file's bytes, with the timing keys of ``VOLATILE_KEYS`` removed (JSON / JSONL files named there)."""
-    data = path.read_bytes()
-    keys = VOLATILE_KEYS.get(path.name)
-    if not keys:
-        return data
-
-    def strip(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if k not in keys}
-        if isinstance(o, list):
-            return [strip(v) for v in o]
-        return o
-    try:
-        if path.suffix == ".jsonl":
-            lines = [json.dumps(strip(json.loads(s)), sort_keys=True) for s in data.decode().splitlines() if s.strip()]
-            return "\n".join(lines).encode()
-        return json.dumps(strip(json.loads(data)), sort_keys=True).encode()
-    except (ValueError, UnicodeDecodeError):
-        return data  # not JSON (a corrupt file): compared as it is
-
-
-def _files(p: Path) -> dict[str, Path]:
-    if p.is_file():
-        return {"": p}
-    out = {}
-    for f in sorted(p.rglob("*")):
-        if f.is_file() and f.name not in VOLATILE_FILES and not f.name.endswith(IGNORED_SUFFIXES):
-            out[str(f.relative_to(p))] = f
-    return out
-
-
-def compare(got: Path, want: Path) -> list[str]:
-    """What differs between two outputs: ``missing X`` / ``extra X`` / ``X`` (content), sorted; [] when equal."""
-    if not got.exists() or not want.exists():
-        return [] if got.exists() == want.exists() else [f"{'missing' if want.exists() else 'extra'} {got.name}"]
-    a, b = _files(got), _files(want)
-    out = [f"missing {k}" for k in sorted(set(b) - set(a))] + [f"extra {k}" for k in sorted(set(a) - set(b))]
-    out += [k or got.name for k in sorted(set(a) & set(b)) if not _same(a[k], b[k])]
-    return out
-
-
-def _same(a: Path, b: Path) -> bool:
-    """Equal files: bytes (after :func:`normalized`); a torch checkpoint (``.pt``) by content."""
-    x, y = normalized(a), normalized(b)
-    if x == y or a.suffix != ".pt":
-        return x == y
-    import torch
-
-    return _equal(torch.load(a, map_location="cpu", weights_only=False),
-                  torch.load(b, map_location="cpu", weights_only=False))
-
-
-def _equal(x: Any, y: Any) -> bool:
-    """Exact equality of nested checkpoint contents: dicts in the same key order, tensors and arrays bit for bit."""
-    import torch
-
-    if type(x) is not type(y):
-        return False
-    if isinstance(x, dict):
-        return list(x) == list(y) and all(_equal(x[k], y[k]) for k in x)
-    if isinstance(x, (list, tuple)):
-        return len(x) == len(y) and all(_equal(u, v) for u, v in zip(x, y))
-    if isinstance(x, torch.Tensor):
-        if x.dtype != y.dtype or x.shape != y.shape:
-            return False
-        return bool(torch.equal(x, y) or (x.is_floating_point() and ((x == y) | (x.isnan() & y.isnan())).all()))
-    if isinstance(x, np.ndarray):
-        return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
-    return bool(x == y)
-
-
-def complete(p: Path) -> bool:
-    """An output a later run would trust: a directory with ``_SUCCESS``, or a single-file output that exists."""
-    return p.is_file() if p.suffix == ".json" else (p / "_SUCCESS").is_file()
-
-
 # --- inputs, references, trials -----------------------------------------------------------------
 
 @dataclass
@@ -530,36 +450,48 @@ def _seed(stage: str, seed: int) -> np.random.Generator:
 
 
 def run_trial(spec: StageSpec, inputs: Inputs, ref: Reference, seed: int, *, log: Path | None = None) -> dict:
-    """One kill trial (see the module docstring); a JSON-able record with ``outcome`` in :data:`OUTCOMES`."""
+    """One kill trial (see the module docstring); a JSON-able record with ``outcome`` in :data:`OUTCOMES`.
+
+    A failed re-run's detail ends with the last line it wrote to stderr (the error message).
+    """
     rng = _seed(spec.name, seed)
     n_kills = int(rng.integers(1, 3))
     work = inputs.reset_work(spec)
+    err = inputs.base / "run-stderr.txt"
     rec: dict[str, Any] = {"stage": spec.name, "seed": seed, "kills": [], "detail": None, "outcome": None}
     limit = 20 * ref.seconds + 60
+
+    def run(argv: tuple[str, ...], **kill: Any) -> RunResult:
+        err.write_bytes(b"")
+        r = run_stage(argv, work, inputs.env, spec.watch, timeout=limit, log=err, **kill)
+        if log is not None:
+            with open(log, "ab") as fh:
+                fh.write(err.read_bytes())
+        return r
+
+    def failed(what: str) -> dict:
+        lines = [s for s in err.read_text(errors="replace").splitlines() if s.strip()]
+        rec.update(outcome="failed to recover", detail=what + (f": {lines[-1].strip()[:300]}" if lines else ""))
+        return rec
+
     for i in range(n_kills):
         trig = draw_kill(rng, ref, by_size=i == 0)
-        argv = spec.argv + (spec.rerun if i else ())
-        r = run_stage(argv, work, inputs.env, spec.watch, kill_at=trig.get("at"), kill_bytes=trig.get("bytes"),
-                      timeout=limit, log=log)
+        r = run(spec.argv + (spec.rerun if i else ()), kill_at=trig.get("at"), kill_bytes=trig.get("bytes"))
         rec["kills"].append({**trig, "landed": r.killed, "seconds": round(r.seconds, 4), "rc": r.rc})
         if r.timed_out:
-            rec.update(outcome="failed to recover", detail=f"run {i} hung past {limit:.0f} s")
-            return rec
+            return failed(f"run {i} hung past {limit:.0f} s")
         bad = post_kill_check(spec, work, ref)
         if bad:
             rec.update(outcome="corrupt output trusted", detail=f"after kill {i}: {bad}")
             return rec
         if not r.killed:
             if r.rc != 0:
-                rec.update(outcome="failed to recover", detail=f"re-run {i} exited {r.rc}")
-                return rec
+                return failed(f"re-run {i} exited {r.rc}")
             break
-    r = run_stage(spec.argv + spec.rerun, work, inputs.env, spec.watch, timeout=limit, log=log)
+    r = run(spec.argv + spec.rerun)
     rec["final_seconds"] = round(r.seconds, 4)
     if r.rc != 0:
-        rec.update(outcome="failed to recover", detail=f"the re-run exited {r.rc}" if not r.timed_out
-                   else f"the re-run hung past {limit:.0f} s")
-        return rec
+        return failed(f"the re-run exited {r.rc}" if not r.timed_out else f"the re-run hung past {limit:.0f} s")
     bad = [f"{out}: {', '.join(d[:4])}" for out in spec.outputs if (d := compare(work / out, ref.path / out))]
     leftovers = sorted(str(x.relative_to(work)) for x in work.rglob("*.tmp"))
     if leftovers:
