@@ -36,6 +36,7 @@ Example
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -201,10 +202,10 @@ def stages(*, minilm_docs: int = MINILM_DOCS) -> dict[str, StageSpec]:
         StageSpec("retrieve", ("retrieve", "store", "--task", "task.jsonl", "--method", "bm25", "--budget", "0.25",
                                "--out", "rsub") + q,
                   ("store", "task.jsonl"), ("rsub",), "rsub.tmp", probe=_probe_subset("rsub")),
-        StageSpec("train", ("train", "--recipe", "bert", "--subset", "sub", "--preset", "tiny", "--steps", "24",
-                            "--batch-size", "8", "--seq-len", "64", "--save-every", "4", "--eval-every", "8",
-                            "--device", "cpu", "--out", "run") + q,
-                  ("store", "sub"), ("run",), "run", rerun=("--resume",), probe=_probe_run),
+        StageSpec("train", ("train", "--recipe", "bert", "--subset", "sub", "--preset", "tiny", "--steps", "12",
+                            "--batch-size", "8", "--seq-len", "64", "--save-every", "3", "--eval-every", "6",
+                            "--config", "train.yaml", "--device", "cpu", "--out", "run") + q,
+                  ("store", "sub", "train.yaml"), ("run",), "run", rerun=("--resume",), probe=_probe_run),
         StageSpec("eval", ("eval", "--model", "run", "--task", "task.jsonl", "--method", "finetune", "--train-size",
                            "32", "--seeds", "1", "--max-steps", "8", "--device", "cpu", "--out", "eval.json") + q,
                   ("run", "task.jsonl"), ("eval.json",), "eval.json.tmp"),
@@ -295,7 +296,7 @@ def run_stage(argv: tuple[str, ...], work: Path, env: dict[str, str], watch: str
 
 @dataclass
 class Inputs:
-    """The prepared inputs of every stage under ``base/pristine`` and the per-trial work directory ``base/work``.
+    """The prepared inputs of every stage under ``base/pristine`` and the per-trial work directories ``base/work/STAGE``.
 
     text : ``synthetic`` (generated) or ``pubmed`` (the first ``n_docs`` abstracts); ``shard_size``: rows per
     store shard (small, so a killed embed has finished shards to resume from).
@@ -316,9 +317,9 @@ class Inputs:
     def pristine(self) -> Path:
         return self.base / "pristine"
 
-    @property
-    def work(self) -> Path:
-        return self.base / "work"
+    def work(self, stage: str) -> Path:
+        """Where ``stage``'s reference and trials run (one directory per stage: stages may run in parallel)."""
+        return self.base / "work" / stage
 
     def key(self) -> str:
         return f"{self.text}-{self.n_docs}-s{self.shard_size}-t{self.threads}"
@@ -333,12 +334,18 @@ class Inputs:
         """
         p = self.pristine
         p.mkdir(parents=True, exist_ok=True)
+        with open(self.base / "prepare.lock", "w") as lk:  # stages run side by side share the inputs
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            self._prepare(p, need)
+
+    def _prepare(self, p: Path, need: tuple[str, ...] | set[str]) -> None:
         log = self.base / "prepare.log"
         if not (p / "corpus.jsonl").is_file():
             rows = pubmed_rows(self.n_docs) if self.text == "pubmed" else synthetic_rows(self.n_docs)
             _write_jsonl(p / "corpus.tmp", [{"id": r["id"], "text": r["text"]} for r in rows])
             os.replace(p / "corpus.tmp", p / "corpus.jsonl")
         (p / "embed.yaml").write_text(f"shard_size: {self.shard_size}\n")
+        (p / "train.yaml").write_text("eval_batches: 2\n")  # held-out loss on 2 batches: the trials are about resuming
         (p / "embed-small.yaml").write_text(f"shard_size: {max(8, self.shard_size // 4)}\n")  # minilm: fewer rows
         if not (p / "task.jsonl").is_file():
             _write_jsonl(p / "task.tmp", synthetic_rows(240, seed=1, words=(8, 14)))
@@ -364,7 +371,7 @@ class Inputs:
 
     def reset_work(self, spec: StageSpec) -> Path:
         """A fresh ``work`` holding ``spec``'s inputs (``SRC:DST`` copies ``pristine/SRC`` to ``work/DST``)."""
-        w = self.work
+        w = self.work(spec.name)
         if w.exists():
             shutil.rmtree(w)
         w.mkdir(parents=True)
@@ -457,7 +464,7 @@ def run_trial(spec: StageSpec, inputs: Inputs, ref: Reference, seed: int, *, log
     rng = _seed(spec.name, seed)
     n_kills = int(rng.integers(1, 3))
     work = inputs.reset_work(spec)
-    err = inputs.base / "run-stderr.txt"
+    err = inputs.base / f"stderr-{spec.name}.txt"
     rec: dict[str, Any] = {"stage": spec.name, "seed": seed, "kills": [], "detail": None, "outcome": None}
     limit = 20 * ref.seconds + 60
 

@@ -14,6 +14,8 @@ Run::
 
     .venv/bin/python benchmarks/faults.py                          # 30 trials x 7 stages, writes the section
     .venv/bin/python benchmarks/faults.py --stages index --trials 5 --no-write
+    .venv/bin/python benchmarks/faults.py --stages train --no-write &   # stages side by side (own work
+    .venv/bin/python benchmarks/faults.py --stages eval --no-write &    # directories, one results file)
     .venv/bin/python benchmarks/faults.py --stages train --replay 0 # one trial, its record printed
     .venv/bin/python benchmarks/faults.py --report-only             # redraw the section from the results
 """
@@ -21,6 +23,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -50,6 +53,17 @@ def _append(path: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _update(path: Path, change) -> None:
+    """Read-modify-write the JSON at ``path`` under an flock (several stages may run side by side)."""
+    with open(path.with_suffix(".lock"), "w") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        change(meta)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
 def table(records: list[dict], meta: dict) -> str:
     """The markdown section: machine line, inputs, the outcome table, and every trial that was not identical."""
     names = [s for s in F.STAGES if any(r["stage"] == s for r in records)]
@@ -70,13 +84,17 @@ def table(records: list[dict], meta: dict) -> str:
                           for k in r["kills"])
         lines.append(f"- {r['stage']} seed {r['seed']}: **{r['outcome']}** (kills: {kills}): {r['detail']}")
     findings = "\n".join(lines) if lines else "Every trial ended identical to the uninterrupted run."
-    load = meta["load"]
+    runs = "\n".join(f"- `{r['command']}`: {r['minutes']:.0f} min, 1-min load average {r['load'][0]:.1f} at the "
+                     f"start and {r['load'][1]:.1f} at the end" for r in meta.get("runs", []))
     return f"""## Kill -9 trials (`benchmarks/faults.py`)
 
-Command: `{meta['command']}`.
-{meta['machine']}; {meta['versions']}; children pinned to {meta['threads']} thread(s).
-1-min load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (the machine was shared with other jobs).
-Inputs: {meta['inputs']}. {meta['wall_min']:.0f} min in all.
+{meta['machine']}; {meta['versions']}; the stages pinned to {meta['threads']} thread(s).
+The machine was shared with other jobs (two cores, load averages far above 2), so the wall times
+below are inflated; stages ran one at a time or a few side by side, each in its own directory:
+
+{runs}
+
+Inputs: {meta['inputs']}.
 
 {chr(10).join(rows)}
 
@@ -123,14 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
         meta_path.unlink(missing_ok=True)
     inputs.base.mkdir(parents=True, exist_ok=True)
     log = inputs.base / "stages.log"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"references": {}}
 
     if args.replay is not None:
         for name in names:
             spec = F.STAGES[name]
             ref = F.reference(spec, inputs, check=True, log=log)
             print(json.dumps(F.run_trial(spec, inputs, ref, args.replay, log=log), indent=1))
-        print(f"work directory of the last trial: {inputs.work}; stderr of the stages: {log}")
+        print(f"work directories: {inputs.base / 'work'}; stderr of the stages: {log}")
         return {}
 
     t0, load0 = time.time(), os.getloadavg()[0]
@@ -142,8 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
             if not todo:
                 continue
             ref = F.reference(spec, inputs, check=True, log=log)
-            meta["references"][name] = {"seconds": ref.seconds, "first_write": ref.first_write,
-                                        "peak_bytes": ref.peak_bytes}
+            _update(meta_path, lambda m: m.setdefault("references", {}).update(
+                {name: {"seconds": ref.seconds, "first_write": ref.first_write, "peak_bytes": ref.peak_bytes}}))
             print(f"{name}: uninterrupted {ref.seconds:.2f} s (writes from {ref.first_write}), {len(todo)} trials",
                   flush=True)
             for seed in todo:
@@ -152,15 +169,17 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"  seed {seed}: {rec['outcome']}" + (f" ({rec['detail']})" if rec["detail"] else ""),
                       flush=True)
         cmd = " ".join(["python", "benchmarks/faults.py"] + list(sys.argv[1:] if argv is None else argv))
-        meta.update(command=cmd, machine=machine(), threads=args.threads, load=[load0, os.getloadavg()[0]],
-                    wall_min=(time.time() - t0) / 60 + meta.get("wall_min", 0) * bool(done),
+        info = dict(machine=machine(), threads=args.threads,
                     versions=", ".join(f"{k} {v}" for k, v in versions(("torch", "faiss-cpu", "numpy")).items()),
                     inputs=(f"{'the first ' if args.text == 'pubmed' else ''}{args.n_docs} "
                             f"{'PubMed abstracts' if args.text == 'pubmed' else 'generated documents'} "
                             f"(minilm embed: the first {F.MINILM_DOCS}, {max(8, args.shard_size // 4)}-row shards), "
                             f"{args.shard_size}-row store shards, a hashing store with a k={F.K} graph for index / "
-                            f"select / retrieve, a tiny BERT trained 24 steps (checkpoint every 4) for train / eval"))
-        meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True))
+                            f"select / retrieve, a tiny BERT trained 12 steps (a checkpoint every 3) for train / "
+                            f"eval"))
+        run = {"command": cmd, "load": [load0, os.getloadavg()[0]], "minutes": (time.time() - t0) / 60}
+        _update(meta_path, lambda m: (m.update(info), m.setdefault("runs", []).append(run)))
+    meta = json.loads(meta_path.read_text())
     records = [r for r in _load(results) if r["stage"] in names]
     md = table(records, meta)
     print(md)
