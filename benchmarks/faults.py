@@ -85,7 +85,8 @@ def table(records: list[dict], meta: dict) -> str:
         lines.append(f"- {r['stage']} seed {r['seed']}: **{r['outcome']}** (kills: {kills}): {r['detail']}")
     findings = "\n".join(lines) if lines else "Every trial ended identical to the uninterrupted run."
     runs = "\n".join(f"- `{r['command']}`: {r['minutes']:.0f} min, 1-min load average {r['load'][0]:.1f} at the "
-                     f"start and {r['load'][1]:.1f} at the end" for r in meta.get("runs", []))
+                     f"start and {r['load'][1]:.1f} at the end" + (f" ({r['note']})" if r.get("note") else "")
+                     for r in meta.get("runs", []))
     return f"""## Kill -9 trials (`benchmarks/faults.py`)
 
 {meta['machine']}; {meta['versions']}; the stages pinned to {meta['threads']} thread(s).
