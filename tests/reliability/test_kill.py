@@ -119,7 +119,7 @@ def test_resumed_train_run_is_identical(inputs: F.Inputs) -> None:
     spec = F.STAGES["train"]
     ref = _reference(spec.name, inputs)
     work = inputs.reset_work(spec)
-    r = F.run_stage(spec.argv, work, inputs.env, spec.watch, kill_path="run/checkpoints/step-0000008")
+    r = F.run_stage(spec.argv, work, inputs.env, spec.watch, kill_path="run/checkpoints/step-0000006")
     assert r.killed
     assert F.post_kill_check(spec, work, ref) is None
     r = F.run_stage(spec.argv + spec.rerun, work, inputs.env, spec.watch)
