@@ -115,7 +115,7 @@ def test_hashing_embed_recovers_from_a_kill_while_saving_its_state(inputs: F.Inp
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=TRAIN_RESUME)
 def test_resumed_train_run_is_identical(inputs: F.Inputs) -> None:
-    """Kill train once its first checkpoint exists, resume: every file as an uninterrupted run's."""
+    """Kill train while it writes its step-6 checkpoint, resume: every file as an uninterrupted run's."""
     spec = F.STAGES["train"]
     ref = _reference(spec.name, inputs)
     work = inputs.reset_work(spec)
