@@ -85,7 +85,6 @@ def test_same_bytes_in_a_fresh_process(corpus: Path) -> None:
         assert f in files
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9, fixed on issue18-a")
 def test_same_bytes_with_one_and_two_threads(corpus: Path) -> None:
     a, b = _run(corpus, 1, "t1"), _run(corpus, 2, "t2-a")
     assert _differences(a, b) == {}
