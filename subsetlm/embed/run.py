@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import platform
 import shutil
 import time
@@ -247,9 +248,13 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         if state_dir is not None:
             if state_dir.is_dir() and any(state_dir.iterdir()):  # only a resumed run's tmp can hold it
                 emb.load_state(state_dir)
-            else:
+            else:  # fitted state written whole or not at all: a kill mid-write leaves only state.tmp behind
                 emb.fit(_first_texts(cfg, ccfg, splitter, int(getattr(emb, "fit_samples", 20000))))
-                emb.save_state(state_dir)
+                tmp_state = state_dir.with_name(state_dir.name + ".tmp")
+                shutil.rmtree(tmp_state, ignore_errors=True)
+                shutil.rmtree(state_dir, ignore_errors=True)
+                emb.save_state(tmp_state)
+                os.replace(tmp_state, state_dir)
         writer = ShardWriter(d, emb.dim, cfg.dtype)
         done = writer.done()
         n_done = sum(done.values())
