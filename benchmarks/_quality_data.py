@@ -250,9 +250,13 @@ def imbalanced(pubmed: list[str], n: int, seed: int) -> Corpus:
         ch = minor_source(name)
         rng.shuffle(ch)
         k = int(round(share * n))
-        if len(ch) < k + per_held + per_target:
-            raise ValueError(f"source {name} has {len(ch)} chunks; the imbalanced corpus needs "
-                             f"{k + per_held + per_target}; lower --rows or --heldout")
+        if len(ch) < per_held + per_target + 10:
+            raise ValueError(f"source {name} has {len(ch)} chunks; the imbalanced corpus needs at least "
+                             f"{per_held + per_target + 10} (held-out, DSIR target, training rows)")
+        if len(ch) < k + per_held + per_target:  # a large preset outgrows a small source: it gets what there is
+            logger.warning("imbalanced: source %s has %d chunks, fewer than the %d its %.0f%% share asks for; "
+                           "using %d", name, len(ch), k + per_held + per_target, 100 * share, len(ch) - per_held - per_target)
+            k = len(ch) - per_held - per_target
         held += ch[:per_held]
         held_src += [name] * per_held
         target += ch[per_held:per_held + per_target]

@@ -290,7 +290,8 @@ def report(setup, keys: list[tuple], *, write: bool, elapsed_s: float) -> dict:
     lines[len(lines):] = ["Facility location against random, per corpus:", ""] + verdicts + [""]
     name = f"selection_quality_{setup.name}.png"
     lines += [f"![held-out loss by budget and arm](figures/{name})", "",
-              f"Whole benchmark wall time of this invocation: {elapsed_s / 60:.0f} min.", ""]
+              f"Compute: {len(runs)} runs, {sum(wall) / 3600:.1f} h of single-thread run time in all "
+              f"(sum of the runs' wall times; {os.cpu_count()} ran at a time).", ""]
     publish("\n".join(lines), figure(groups, nums), name, f"selection-quality-{setup.name}", write)
     out = setup.root / "summary.json"
     out.write_text(json.dumps({"/".join(map(str, k)): v for k, v in nums.items()}, indent=1, default=float))

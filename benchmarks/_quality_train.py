@@ -85,7 +85,7 @@ def _data(corpus, eval_rows: int):
                      spec=corpus.name)
 
 
-def _per_source(recipe, data, model, corpus, cfg, amp) -> dict:
+def _per_source(recipe, data, model, corpus, cfg, amp, dev: str) -> dict:
     """Held-out loss of each source (imbalanced corpus) and their unweighted mean."""
     import torch
 
@@ -95,7 +95,7 @@ def _per_source(recipe, data, model, corpus, cfg, amp) -> dict:
     out = {}
     for s in sorted(set(src.tolist())):
         view = replace(data, val_rows=data.val_rows[src == s])
-        m = evaluate(recipe, view, model, torch.device("cpu"), batch_size=cfg.batch_size, n_batches=10**6,
+        m = evaluate(recipe, view, model, torch.device(dev), batch_size=cfg.batch_size, n_batches=10**6,
                      seed=cfg.seed, amp=amp)
         out[s] = m.get("val_loss")
     out["macro"] = float(np.mean([v for v in out.values()]))
@@ -119,6 +119,7 @@ def run_job(job: dict) -> dict:
     data = _data(corpus, job["eval_rows"])
     n_tokens = np.load(job["tokens_path"])
     m = job["model"]
+    dev = m.get("device", "cpu")
     preset = Preset("bench", hidden=m["hidden"], layers=m["layers"], heads=m["heads"], intermediate=4 * m["hidden"],
                     seq_len=m["seq_len"], vocab_size=m["vocab"], gpt2_vocab_size=m["vocab"], batch_size=m["batch"],
                     lr=m["lr"], steps=job["steps"], warmup=m["warmup"], dropout=0.0)
@@ -138,13 +139,14 @@ def run_job(job: dict) -> dict:
     run_dir = out.with_name(out.stem + ".run")
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = TrainConfig(out=str(run_dir), steps=job["steps"], batch_size=m["batch"], lr=m["lr"], warmup=m["warmup"],
-                      schedule=m["schedule"], seed=job["seed"], device="cpu", precision=m["precision"],
+                      schedule=m["schedule"], seed=job["seed"], device=dev, precision=m["precision"],
                       save_every=0, eval_every=0, eval_batches=10**6, log_every=max(1, job["steps"] // 20),
                       keep_checkpoints=1)
-    amp = _amp(cfg.precision, torch.device("cpu"))
+    amp = _amp(cfg.precision, torch.device(dev))
     step0 = None
     if job.get("step0"):
-        step0 = evaluate(recipe, data, recipe.model, torch.device("cpu"), batch_size=cfg.batch_size,
+        recipe.model.to(dev)
+        step0 = evaluate(recipe, data, recipe.model, torch.device(dev), batch_size=cfg.batch_size,
                          n_batches=10**6, seed=cfg.seed, amp=amp).get("val_loss")
     res = train(recipe, data, cfg, callbacks, rows=rows)
     curve = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -161,7 +163,7 @@ def run_job(job: dict) -> dict:
         "wall_s": round(time.perf_counter() - t0, 1),
     })
     if corpus.name == "imbalanced":
-        result["per_source"] = _per_source(recipe, data, recipe.model, corpus, cfg, amp)
+        result["per_source"] = _per_source(recipe, data, recipe.model, corpus, cfg, amp, dev)
     if callbacks:
         result["reselect"] = [{k: h.get(k) for k in ("step", "size", "objective", "lift_over_random", "embed_s",
                                                      "select_s")} for h in callbacks[0].history]

@@ -59,10 +59,12 @@ PRESETS = {
             "model": {"hidden": 128, "layers": 2, "heads": 2, "seq_len": 128, "vocab": 4096, "batch": 16,
                       "lr": 1e-3, "warmup": 0.05, "schedule": "cosine", "precision": "bf16"},
             "ingenious": {"warmup": 0.2, "every": 0.4}},
-    # one GPU: GPT-2-small width at 6 layers, 25,000-row corpora (~9M tokens); not yet run (no GPU lent so far)
-    "gpu": {"rows": 25000, "heldout": 2000, "eval_rows": 2000, "target": 1000, "seeds": 10, "seeds_other": 5,
-            "model": {"hidden": 768, "layers": 6, "heads": 12, "seq_len": 256, "vocab": 16384, "batch": 32,
-                      "lr": 5e-4, "warmup": 0.05, "schedule": "cosine", "precision": "bf16"},
+    # one GPU: GPT-2 small (12 layers x 768, 124M parameters) on 24,000-row corpora (~8.7M tokens; PubMed holds
+    # ~33k abstracts). Not run yet (no GPU lent so far); estimated from 6 x parameters x tokens at ~100 TFLOP/s:
+    # a 25% run (~2.2M tokens, 530 steps) ~30 s plus evaluation, the six tiers (~300 runs) ~3-4 h on one GPU.
+    "gpu": {"rows": 24000, "heldout": 2000, "eval_rows": 2000, "target": 1000, "seeds": 10, "seeds_other": 5,
+            "model": {"hidden": 768, "layers": 12, "heads": 12, "seq_len": 128, "vocab": 16384, "batch": 32,
+                      "lr": 3e-4, "warmup": 0.05, "schedule": "cosine", "precision": "bf16", "device": "cuda"},
             "ingenious": {"warmup": 0.2, "every": 0.4}},
 }
 CORPORA = ("natural", "redundant-50", "redundant-75", "imbalanced")
