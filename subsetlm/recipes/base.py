@@ -138,6 +138,7 @@ class Recipe:
     def save(self, path: str | Path) -> None:
         """Save the tokenizer (and any recipe files such as the C-RTS cluster map) to ``path``."""
         self.tokenizer.save_pretrained(str(path))
+        _drop_load_flags(Path(path) / "tokenizer_config.json")
 
 
 class MLMRecipe(Recipe):
@@ -241,6 +242,21 @@ class GPT2Recipe(Recipe):
         loss, stats = super().step_loss(model, batch, gen, device)
         stats["n_targets"] = int(batch["input_ids"].shape[0] * (batch["input_ids"].shape[1] - 1))
         return loss, stats
+
+
+def _drop_load_flags(path: Path) -> None:
+    """Remove how-it-was-loaded keys (``is_local``, ``local_files_only``) that a reloaded tokenizer writes back,
+    so a resumed run saves the same tokenizer_config.json as an uninterrupted one (same JSON layout as
+    ``save_pretrained``: indent 2, sorted keys)."""
+    import json
+
+    if not path.is_file():
+        return
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if any(k in cfg for k in ("is_local", "local_files_only")):
+        for k in ("is_local", "local_files_only"):
+            cfg.pop(k, None)
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------- building

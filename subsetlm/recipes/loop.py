@@ -353,6 +353,7 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
                         "scaler": scaler.state_dict(), "generator": gens[0], "stream": stream.state_dict(),
                         "recipe": recipe.state_dict(), "callbacks": cbs.state_dict(), "rng": rngs[0],
                         "per_rank": {"generator": gens, "rng": rngs}, "state": state.to_dict(),
+                        "log_acc": [loss_acc, n_acc],  # the next logged loss averages from the last log, not the resume
                         "config": asdict(cfg)}, tmp / "state.pt")
             shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
@@ -377,6 +378,8 @@ def train(recipe: Any, data: TrainData, config: TrainConfig, callbacks: Sequence
 
         bar = tqdm(total=cfg.steps, initial=state.step, desc=f"train {recipe.name}", unit="step")
     t_log, tok_log, loss_acc, n_acc = time.perf_counter(), 0, 0.0, 0
+    if ckpts:
+        loss_acc, n_acc = st.get("log_acc", (0.0, 0))
     while state.step < cfg.steps and not control.should_stop:
         cbs("on_step_begin", state, control, ctx)
         step_loss = 0.0

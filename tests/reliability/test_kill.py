@@ -4,7 +4,7 @@ uninterrupted run, and nothing half-written is ever trusted (the harness: benchm
 
 The fast run tries hashing embed, index and select (two trials each, after two uninterrupted
 runs); minilm embed, retrieve, train (--resume) and eval are behind ``slow``. Two deterministic regressions pin the kill windows
-the random trials found (strict xfail until the library fix is merged; see the markers).
+the random trials found (a half-written hashing state; a resumed train run's logged loss and tokenizer_config.json), fixed.
 """
 
 from __future__ import annotations
@@ -22,11 +22,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _faults as F  # noqa: E402
 
 TRIALS = 2
-TRAIN_RESUME = ("train --resume: the first loss logged after a resume averages only the steps since the "
-                "checkpoint (the loop's loss_acc / n_acc are not checkpointed), and model/tokenizer_config.json "
-                "gains is_local / local_files_only (the tokenizer reloaded from RUN/tokenizer); fix in "
-                "subsetlm/recipes (loop.py, the tokenizer load)")
-
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> F.Inputs:
@@ -69,7 +64,7 @@ def test_kill_trials_fast(name: str, inputs: F.Inputs) -> None:
 @pytest.mark.parametrize("name", [
     "embed-minilm",
     "retrieve",
-    pytest.param("train", marks=pytest.mark.xfail(strict=False, reason=TRAIN_RESUME)),
+    "train",
     "eval",
 ])
 def test_kill_trials_slow(name: str, inputs: F.Inputs) -> None:
@@ -110,7 +105,6 @@ def test_hashing_embed_recovers_from_a_kill_while_saving_its_state(inputs: F.Inp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=TRAIN_RESUME)
 def test_resumed_train_run_is_identical(inputs: F.Inputs) -> None:
     """Kill train while it writes its step-6 checkpoint, resume: every file as an uninterrupted run's."""
     spec = F.STAGES["train"]
