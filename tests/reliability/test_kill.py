@@ -2,8 +2,8 @@
 uninterrupted run, and nothing half-written is ever trusted (the harness: benchmarks/_faults.py;
 >= 30 trials per stage: benchmarks/faults.py, the table in docs/reliability.md).
 
-The fast run tries hashing embed, index and select (two trials each, after two uninterrupted
-runs); minilm embed, retrieve, train (--resume) and eval are behind ``slow``. Two deterministic regressions pin the kill windows
+The fast run tries hashing embed, index and select (two trials each whose kill landed, after two
+uninterrupted runs); minilm embed, retrieve, train (--resume) and eval are behind ``slow``. Two deterministic regressions pin the kill windows
 the random trials found (a half-written hashing state; a resumed train run's logged loss and tokenizer_config.json), fixed.
 """
 
@@ -44,9 +44,14 @@ def _trials(name: str, inputs: F.Inputs) -> None:
     spec = F.STAGES[name]
     log = inputs.base / f"{name}.log"
     ref = _reference(name, inputs)
-    recs = [F.run_trial(spec, inputs, ref, seed, log=log) for seed in range(TRIALS)]
-    bad = [r for r in recs if r["outcome"] != "identical"]
-    assert not bad, json.dumps(bad, indent=1)
+    recs: list[dict] = []
+    # seeds until TRIALS trials had a kill land (a drawn moment can fall after a fast run's end), at most 3 x TRIALS
+    for seed in range(3 * TRIALS):
+        recs.append(F.run_trial(spec, inputs, ref, seed, log=log))
+        bad = [r for r in recs if r["outcome"] != "identical"]
+        assert not bad, json.dumps(bad, indent=1)
+        if sum(any(k["landed"] for k in r["kills"]) for r in recs) >= TRIALS:
+            return
     # the trials must have killed something, or they tested nothing
     assert any(k["landed"] for r in recs for k in r["kills"]), json.dumps(recs, indent=1)
 
