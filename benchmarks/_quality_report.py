@@ -101,7 +101,7 @@ def comparison_cell(c: dict | None) -> str:
     return s
 
 
-def table(setup, key: tuple, arms: dict, l0: dict, diag: dict) -> tuple[list[str], dict]:
+def table(key: tuple, arms: dict, l0: dict, diag: dict) -> tuple[list[str], dict]:
     """Markdown rows of one (corpus, budget, regime) and the numbers behind them."""
     corpus, budget, regime = key
     rnd, full = arms.get("random", {}), arms.get("full", {})
@@ -277,7 +277,7 @@ def report(setup, keys: list[tuple], *, write: bool, elapsed_s: float) -> dict:
     verdicts = []
     for key in sorted(groups, key=lambda k: (k[2], k[0], k[1])):
         diag = diagnostics_for(setup, key, groups[key], graphs.get(key[0]))
-        tl, nm = table(setup, key, groups[key], l0.get(key[0], {}), diag)
+        tl, nm = table(key, groups[key], l0.get(key[0], {}), diag)
         nums[key] = nm
         lines += tl
         if key[0] == "imbalanced":

@@ -81,13 +81,12 @@ def test_paired_statistics_and_the_power_note():
     assert c["wins"] == 5 and "mde" not in c  # separates: no power note
     # the MDE is what the design detects with 80% power: simulate an effect of exactly the MDE
     rng = np.random.default_rng(0)
-    noise = paired(list(rng.normal(0, 1, 10)), [0.0] * 10)
     mde = (stats.t.ppf(0.975, 9) + stats.t.ppf(0.8, 9)) * 1.0 / np.sqrt(10)
     hits = sum(stats.ttest_1samp(rng.normal(mde, 1.0, 10), 0).pvalue < 0.05 for _ in range(2000))
     assert 0.74 < hits / 2000 < 0.86
     assert ci95([1.0])[1] != ci95([1.0])[1]  # one value: no interval (nan)
-    if "mde" in noise:
-        assert noise["mde"] > 0
+    null = paired([0.01, -0.02, 0.015, -0.01], [0.0] * 4)  # covers zero: the power note is given
+    assert null["mde"] == pytest.approx((stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)) * null["sd"] / 2)
 
 
 def test_one_run_is_paired_and_deterministic(tmp_path):
