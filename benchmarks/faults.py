@@ -64,6 +64,16 @@ def _update(path: Path, change) -> None:
         os.replace(tmp, path)
 
 
+def _load_note(runs: list[dict]) -> str:
+    """One sentence on how busy the machine was, from the load averages recorded per run."""
+    peak = max((max(r["load"]) for r in runs), default=0.0)
+    if peak > 3.0:
+        return (f"The machine was shared with other jobs (1-min load averages up to {peak:.1f} on two cores), "
+                "so the wall times below are inflated.")
+    return (f"1-min load averages stayed at or below {peak:.1f} on two cores (the runs listed below, "
+            "at most two stages side by side).")
+
+
 def table(records: list[dict], meta: dict) -> str:
     """The markdown section: machine line, inputs, the outcome table, and every trial that was not identical."""
     names = [s for s in F.STAGES if any(r["stage"] == s for r in records)]
@@ -90,8 +100,8 @@ def table(records: list[dict], meta: dict) -> str:
     return f"""## Kill -9 trials (`benchmarks/faults.py`)
 
 {meta['machine']}; {meta['versions']}; the stages pinned to {meta['threads']} thread(s).
-The machine was shared with other jobs (two cores, load averages far above 2), so the wall times
-below are inflated; stages ran one at a time or a few side by side, each in its own directory:
+{_load_note(meta.get("runs", []))} Stages ran one at a time or a few side by side, each in its own
+directory:
 
 {runs}
 

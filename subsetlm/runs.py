@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CONFIG = "config.json"
@@ -34,12 +35,30 @@ RESULTS = "results.json"
 STAGE2 = "stage2.json"
 
 
+def _is_run(p: Path) -> bool:
+    """Whether ``p`` is (the start of) a ``subsetlm train`` run rather than a ``save_pretrained`` folder."""
+    if any((p / d).exists() for d in (TOKENIZER, "checkpoints", "metrics.jsonl")):
+        return True
+    try:  # a run's identity file: the train config (recipe, preset, ...), no transformers model_type
+        cfg = json.loads((p / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and "recipe" in cfg and "model_type" not in cfg
+
+
 def model_dir(run: str | Path) -> Path:
     """``RUN/model`` of a training run, or a ``save_pretrained`` folder itself.
 
-    Raises ``ValueError`` when neither holds a ``config.json``.
+    Raises ``ValueError`` when neither holds a ``config.json``, or when ``run`` is a training
+    run that has not finished (killed or still running: no ``model/`` yet).
     """
     p = Path(run)
+    if not (p / MODEL / "config.json").is_file() and _is_run(p):
+        ckpts = sorted((p / "checkpoints").glob("step-*")) if (p / "checkpoints").is_dir() else []
+        last = f"; its newest checkpoint is {ckpts[-1].name}" if ckpts else ""
+        raise ValueError(f"{run}: an unfinished training run (no {MODEL}/ yet{last}); finish it by re-running "
+                         f"the `subsetlm train ... --out {run}` command that started it with --resume, "
+                         f"then pass this directory again")
     for cand in (p / MODEL, p):
         if (cand / "config.json").is_file():
             return cand

@@ -45,6 +45,7 @@ from subsetlm._device import resolve_device
 from subsetlm._stage import Output, Stage, check_out, identity
 from subsetlm.evaluate.methods import FitConfig, fit, metrics, predict_logits
 from subsetlm.evaluate.task import few_shot, majority_baseline
+from subsetlm.runs import model_dir
 from subsetlm.task import Task, load_task
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class EvalConfig:
             raise ValueError("pass --model RUN and --task TASK.jsonl (or pubmed-task)")
         if self.seeds < 1:
             raise ValueError(f"seeds={self.seeds}; expected >= 1")
+        if Path(self.model).is_dir():  # refused before the task is read: an unfinished run, no config.json
+            model_dir(self.model)
         if self.method == "distill" and not self.teacher:
             raise ValueError("--method distill needs --teacher finetune|prompt|RUN[:finetune|:prompt]")
         for s in self.train_sizes:

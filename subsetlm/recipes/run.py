@@ -207,7 +207,7 @@ def train_run(cfg: TrainRunConfig, progress: bool = False, *, finish: Finish | N
         from subsetlm.subsets import read_subset
 
         sub = read_subset(cfg.subset, verify=cfg.verify)
-        corpus = corpus or [sub.manifest["store"]["path"]]
+        corpus = corpus or [p for p in [sub.store_path] if p]
     if not corpus and cfg.recipe == "biobert":
         corpus = ["pubmed"]
     if not corpus:

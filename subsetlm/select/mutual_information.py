@@ -51,6 +51,10 @@ def query_relevance(X: np.ndarray, queries: np.ndarray, block_size: int = 65536)
     if Q.shape[1] != X.shape[1]:
         raise ValueError(f"queries have dimension {Q.shape[1]} but the pool has {X.shape[1]}; embed both with "
                          f"the same model")
+    if not np.isfinite(Q).all():
+        row = int(np.flatnonzero(~np.isfinite(Q).all(axis=1))[0])
+        raise ValueError(f"queries row {row} contains NaN or inf; expected finite L2-normalised embeddings of "
+                         f"the task examples. Fix: drop or re-embed that query")
     index = build_index(Q, IndexConfig(kind="flat", use_gpu=False))
     out = np.empty(X.shape[0], dtype=np.float32)
     for start, xb in iter_f32_blocks(X, block_size):

@@ -218,7 +218,7 @@ def export_subset(
         raise FileExistsError(f"{out} already exists; pass --force (overwrite=True) to replace it or choose another --out")
     if store_path is None:  # the store its manifest records: read the subset now (once), check it below
         subset_path = subset_path if isinstance(subset_path, SubsetFile) else read_subset(subset_path, verify=verify)
-        store_path = subset_path.manifest["store"]["path"]
+        store_path = subset_path.store_path
     store = open_store(store_path, verify=verify)
     subset = _open_subset(subset_path, store)
     batches: Iterator[pa.RecordBatch] = iter_batches(

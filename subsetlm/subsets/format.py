@@ -34,6 +34,7 @@ Example
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,52 +46,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from subsetlm._io import SUCCESS, IntegrityError, atomic_dir, dumps_json, file_checksum, read_json, verify_checksums
+from subsetlm.subsets._schema import (  # noqa: F401  (re-exported: the public names live in this module)
+    _PARQUET_KW,
+    KIND,
+    MANIFEST_FILE,
+    RESERVED_KEYS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STATS_FILE,
+    TABLE_FILE,
+    SubsetError,
+    SubsetStoreMismatch,
+    _check_table,
+)
 from subsetlm.subsets._util import duplicates, library_versions, strict_json
 
 logger = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-KIND = "subsetlm.subset"
-TABLE_FILE = "subset.parquet"
-MANIFEST_FILE = "manifest.json"
-STATS_FILE = "stats.json"
-
-#: The exact Arrow schema of ``subset.parquet`` (column order included).
-SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("index", pa.int64(), nullable=False),
-        pa.field("rank", pa.int64(), nullable=False),
-        pa.field("gain", pa.float64(), nullable=False),
-        pa.field("weight", pa.float64(), nullable=False),
-        pa.field("partition", pa.int32(), nullable=False),
-    ]
-)
-
-# Fixed writer settings: together with a fixed pyarrow version they make the bytes of
-# subset.parquet a function of the table alone.
-_PARQUET_KW = dict(
-    compression="zstd",
-    compression_level=3,
-    row_group_size=1 << 20,
-    write_statistics=True,
-    use_dictionary=False,
-    version="2.6",
-    data_page_version="1.0",
-    store_schema=False,
-)
-
-#: Manifest keys that ``write_subset`` fills itself; callers may not pass them.
-RESERVED_KEYS = ("schema_version", "kind", "size", "n_ground", "store", "checksums")
-
-
-class SubsetError(ValueError):
-    """A subset file is malformed, or its inputs to ``write_subset`` are invalid."""
-
-
-class SubsetStoreMismatch(SubsetError):
-    """A subset file does not belong to the embedding store it is used with."""
-
 
 @dataclass
 class SubsetFile:
@@ -152,6 +123,25 @@ class SubsetFile:
     def store_fingerprint(self) -> str:
         """The embedding fingerprint of the store this subset was selected from."""
         return str(self.manifest.get("store", {}).get("fingerprint", ""))
+
+    @property
+    def store_path(self) -> str | None:
+        """The store this subset was selected from, as a path usable from the current directory.
+
+        The manifest records the path as it was given to ``select`` (relative to the working
+        directory of that run) and the same store relative to the subset directory; the first
+        that exists from here wins (``None`` when the manifest records no store path)::
+
+            cd project && subsetlm select st --out sub   # path "st", path_from_subset "../st"
+            cd elsewhere && subsetlm export ../project/sub --out x.jsonl   # finds ../project/st
+        """
+        rec = self.manifest.get("store") or {}
+        given, rel = rec.get("path"), rec.get("path_from_subset")
+        if given is None or Path(given).exists() or rel is None:
+            return given
+        here = self.path if self.path.is_dir() else self.path.parent
+        found = os.path.normpath(here / rel)
+        return found if Path(found).exists() else given
 
     def __len__(self) -> int:
         return self.size
@@ -302,6 +292,8 @@ def write_subset(
         n_ground=n,
         store={
             "path": str(store.path),
+            # the same store seen from the subset directory: found from any working directory
+            "path_from_subset": os.path.relpath(Path(store.path).resolve(), path.resolve()),
             "fingerprint": str(store.fingerprint),
             "corpus_fingerprint": smf.get("corpus_fingerprint"),
             "model": smf.get("model"),
@@ -357,33 +349,6 @@ def _locate(path: Path) -> tuple[Path, Path, Path]:
         f"no subset at {path}: expected a directory with {TABLE_FILE} and {MANIFEST_FILE}, "
         f"or NAME.parquet + NAME.json"
     )
-
-
-def _check_table(table: pa.Table, where: Path) -> pa.Table:
-    names = table.column_names
-    missing = [f.name for f in SCHEMA if f.name not in names]
-    if missing:
-        raise SubsetError(
-            f"{where}: missing column(s) {missing}; found {names}, expected "
-            f"{SCHEMA.names}; the file was not written by subsetlm.subsets.write_subset"
-        )
-    cols = []
-    for f in SCHEMA:
-        col = table.column(f.name)
-        t = col.type
-        ok = (
-            (f.name == "id" and (pa.types.is_string(t) or pa.types.is_large_string(t)))
-            or (pa.types.is_integer(f.type) and pa.types.is_integer(t))
-            or (pa.types.is_floating(f.type) and (pa.types.is_floating(t) or pa.types.is_integer(t)))
-        )
-        if not ok:
-            raise SubsetError(
-                f"{where}: column {f.name!r} has type {t}, expected {f.type}"
-            )
-        if col.null_count:
-            raise SubsetError(f"{where}: column {f.name!r} has {col.null_count} null value(s)")
-        cols.append(col.cast(f.type))
-    return pa.Table.from_arrays(cols, schema=SCHEMA)
 
 
 _RERUN = ("rebuild it: re-run the command that wrote it (`subsetlm select`, `dedup`, `dsir` or `retrieve`) with "

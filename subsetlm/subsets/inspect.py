@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from subsetlm._stage import Stage
+from subsetlm._stage import Stage, check_out
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class InspectConfig:
             raise ValueError(f"examples={self.examples}; expected >= 0")
         if self.plot is not None and not str(self.plot).endswith(".png"):
             raise ValueError(f"--plot {self.plot}: expected a .png file name")
+        if self.plot is not None:
+            check_out(self.plot, "--plot")
 
 
 def _short(text: str, width: int = 110) -> str:
@@ -68,17 +70,18 @@ def coverage_histogram(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return counts, BINS
 
 
-def ground_set(manifest: dict, store: str | None = None, verify: bool = True) -> Any:
-    """The rows a subset indexes: ``store`` when given, else the inputs its manifest records.
+def ground_set(sub: Any, store: str | None = None, verify: bool = True) -> Any:
+    """The rows a subset (a :class:`~subsetlm.subsets.format.SubsetFile`) indexes: ``store`` when
+    given, else the inputs its manifest records.
 
     A ``dsir`` / ``retrieve`` subset records its ``corpus`` inputs (a store directory or corpus
     files, read again with the recorded ``text_field``, ``id_field`` and ``limit``); any other
-    subset its store's path. Opened by :func:`subsetlm.embed.store.open_rows`.
+    subset its store (:attr:`SubsetFile.store_path`). Opened by :func:`subsetlm.embed.store.open_rows`.
     """
     from subsetlm.embed.store import open_rows
 
-    config = manifest.get("config") or {}
-    inputs = [store] if store else list(config.get("corpus") or [manifest["store"]["path"]])
+    config = sub.manifest.get("config") or {}
+    inputs = [store] if store else list(config.get("corpus") or [sub.store_path])
     return open_rows([str(x) for x in inputs], text_field=config.get("text_field", "text"),
                      id_field=config.get("id_field"), limit=config.get("limit"), verify=verify)
 
@@ -90,7 +93,7 @@ def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
 
     cfg.validate()
     sub = read_subset(cfg.subset, verify=cfg.verify)
-    store = ground_set(sub.manifest, cfg.store, verify=cfg.verify)
+    store = ground_set(sub, cfg.store, verify=cfg.verify)
     check_against_store(sub, store)
     a = read_assignment(sub)
     status = np.asarray(a.column("status").to_pylist(), dtype=object)

@@ -225,6 +225,23 @@ def config_export_unknown_key(w, store):
     return ["export", str(w / "sub"), "--config", str(cfg)], ["unknown ExportConfig field 'bogus'", str(cfg)]
 
 
+def inspect_plot_under_a_file(w, store):
+    assert main(_select(w, store, "--budget", "5", "-q")) == 0
+    (w / "notes.txt").write_text("a file, not a folder")
+    return ["inspect", str(w / "sub"), "--plot", str(w / "notes.txt" / "x.png")], ["--plot", "notes.txt",
+                                                                                   "is a file"]
+
+
+def eval_unfinished_run(w, store):
+    """A training run killed before its model/ was written (only the identity file, or checkpoints too)."""
+    run = w / "run"
+    (run / "checkpoints" / "step-0000003").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"recipe": "bert", "preset": "tiny", "steps": 12}))
+    task = _jsonl(w, [{"text": t["text"], "label": str(i % 2)} for i, t in enumerate(GOOD * 4)], "task.jsonl")
+    return (["eval", "--model", str(run), "--task", str(task), "--out", str(w / "e.json")],
+            [str(run), "unfinished training run", "step-0000003"])
+
+
 def export_csv(w, store):
     assert main(_select(w, store, "--budget", "5", "-q")) == 0
     return ["export", str(w / "sub"), "--out", str(w / "x.csv")], ["--out", "x.csv", ".jsonl, .jsonl.gz or .parquet"]
@@ -256,6 +273,8 @@ API_ROWS = {
     "api-1d-embeddings": (lambda: _select_array(_X()[:, 0], 5, k=4), ["(60,)"], "2-D (n, d)"),
     "api-3d-embeddings": (lambda: _select_array(_X()[None], 5, k=4), ["(1, 60, 8)"], "2-D (n, d)"),
     "api-int-embeddings": (lambda: _select_array(np.ones((60, 8), np.int64), 5, k=4), ["int64"], "astype"),
+    "api-nan-query": (lambda: _select_array(_X(), 5, k=4, function="fl-mi", queries=_with(_X(3), 2, np.nan)),
+                      ["queries row 2", "NaN"], "re-embed that query"),
     "api-query-dimension": (lambda: _select_array(_X(), 5, k=4, function="fl-mi", queries=_X(3, 4)),
                             ["dimension 4", "8"], "same model"),
     "api-k-zero": (lambda: _select_array(_X(), 5, k=0), ["k=0"], "k >= 1"),
@@ -312,6 +331,8 @@ ROWS: dict[str, Row] = {
     "config-not-yaml": Row(config_not_yaml, "fix the syntax"),
     "export-config-unknown-key": Row(config_export_unknown_key, "valid fields"),
     "export-out-csv": Row(export_csv, "choose one of those names"),
+    "inspect-plot-under-a-file": Row(inspect_plot_under_a_file, "choose another --plot"),
+    "eval-unfinished-train-run": Row(eval_unfinished_run, "--resume"),
     **{name: Row(_api(make, needles), fix) for name, (make, needles, fix) in API_ROWS.items()},
     # helper A's rows (test_integrity.py / test_locking.py): embeddings-truncated-after-success,
     # embeddings-altered-after-success, subset-corrupt, subset-of-another-store, out-is-a-file,
@@ -355,7 +376,7 @@ def test_bad_input(name, tmp_path, rstore, capsys, caplog):
     assert len(errors) == 1, err
     for needle in needles + [row.fix]:
         assert needle in errors[0], (needle, errors[0])
-    assert _successes(w) == [] or name.startswith("export"), _successes(w)  # export rows made a subset first
+    assert _successes(w) == [] or name.startswith(("export", "inspect")), _successes(w)  # made a subset first
     assert not (w / "out" / "_SUCCESS").exists() and not (w / "e.jsonl").exists() and not (w / "x.csv").exists()
 
 

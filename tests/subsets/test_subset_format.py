@@ -44,6 +44,7 @@ def test_round_trip(store, tmp_path):
     assert m["size"] == b and m["n_ground"] == store.n
     assert m["store"] == {
         "path": str(store.path),
+        "path_from_subset": "../store",
         "fingerprint": store.fingerprint,
         "corpus_fingerprint": store.manifest["corpus_fingerprint"],
         "model": {"name": "toy-model", "dim": store.dim},

@@ -97,3 +97,34 @@ def test_select_output_is_a_valid_subset(real_store, tmp_path):
     assert sub.weights.sum() <= real_store.n  # each ground point counts for one selected sample
     rows = pq.read_table(export_subset(out, real_store, tmp_path / "sel.parquet")).to_pylist()
     assert [r["index"] for r in rows] == sub.indices.tolist()
+
+
+def test_relative_store_path_is_found_from_another_working_directory(real_store, tmp_path, monkeypatch):
+    """select run in PROJECT with relative paths; export / inspect run elsewhere find the store
+    through the manifest's ``path_from_subset`` (issue 18: export failed from another cwd)."""
+    import shutil
+
+    from subsetlm.cli import main
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copytree(real_store.path, proj / "st")
+    monkeypatch.chdir(proj)
+    assert main(["select", "st", "--budget", "8", "--out", "sub", "-q"]) == 0
+    m = json.loads((proj / "sub" / "manifest.json").read_text())
+    assert (m["store"]["path"], m["store"]["path_from_subset"]) == ("st", "../st")
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    sub = read_subset("../proj/sub")
+    assert sub.store_path == "../proj/st"
+    assert main(["export", "../proj/sub", "--out", "x.jsonl", "-q"]) == 0
+    rows = [json.loads(s) for s in open("x.jsonl", encoding="utf-8")]
+    texts = pq.read_table(proj / "st" / "texts.parquet").column("text").to_pylist()
+    assert [r["text"] for r in rows] == [texts[i] for i in sub.indices]
+    assert main(["inspect", "../proj/sub", "-q"]) == 0
+
+    monkeypatch.chdir(proj)  # from the original directory the recorded path itself wins
+    assert read_subset("sub").store_path == "st"
+    shutil.rmtree(proj / "st")  # neither exists: the recorded path comes back (its error names it)
+    assert read_subset("sub", verify=False).store_path == "st"
