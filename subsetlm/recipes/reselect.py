@@ -18,6 +18,13 @@ Each round is logged to ``RUN/reselection/rounds.jsonl`` (step, size, objective,
 ratio, random-subset objective, seconds) and, when the rows come from an embedding store,
 written as a subset file ``RUN/reselection/round-NNN/`` in the usual format.
 
+In your own training loop, build a ``TrainContext(model, tokenizer, recipe=None,
+data=TrainData.from_texts(texts), config=None, run_dir=OUT)`` and call
+``on_step_end(state, control, ctx)`` after each step; when ``control.new_subset`` is set,
+hand its ``(rows, weights)`` to your sampler (``SubsetSampler.update``). Without a recipe
+the pooling is the last token for GPT-2 and the mean otherwise
+(``examples/reselect_loop.py`` does exactly this).
+
 Example
 -------
 >>> cb = ReselectCallback(ReselectConfig(warmup_steps=100, every=500, budget="0.25"))  # doctest: +SKIP
@@ -87,6 +94,21 @@ def _is_main() -> bool:
     return not (td.is_available() and td.is_initialized()) or td.get_rank() == 0
 
 
+def _pooling(ctx: TrainContext) -> str:
+    """The recipe's pooling; without a recipe (your own loop): last token for GPT-2, mean otherwise."""
+    if ctx.recipe is not None:
+        return ctx.recipe.pooling
+    return "last" if getattr(ctx.model.config, "model_type", "") == "gpt2" else "mean"
+
+
+def _max_length(ctx: TrainContext) -> int | None:
+    """The recipe's sequence length; without a recipe, the model's position limit."""
+    if ctx.recipe is not None:
+        return ctx.recipe.seq_len
+    cfg = ctx.model.config
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+
 def default_layer(model: Any) -> int:
     """INGENIOUS's layer: 3/4 of an encoder's depth (9 of 12), the last layer of a causal LM."""
     cfg = model.config
@@ -122,8 +144,8 @@ class ReselectCallback(Callback):
         from subsetlm.embed.hf import HFEmbedder
 
         layer = self.cfg.layer if self.cfg.layer is not None else default_layer(ctx.model)
-        emb = HFEmbedder.from_model(ctx.model, ctx.tokenizer, layer=layer, pooling=ctx.recipe.pooling,
-                                    max_length=ctx.recipe.seq_len)
+        emb = HFEmbedder.from_model(ctx.model, ctx.tokenizer, layer=layer, pooling=_pooling(ctx),
+                                    max_length=_max_length(ctx))
         texts = [ctx.data.texts[int(r)] for r in ctx.data.train_rows]
         return emb.embed(texts, batch_size=self.cfg.batch_size)
 

@@ -1,7 +1,7 @@
 """The Ray backend on a real multi-node Ray cluster on this machine (head + one worker node).
 
-Skipped when Ray is not installed (``pip install 'subsetlm[ray]'``); CI installs the
-dev and bench extras only. Run with ``.venv/bin/python -m pytest tests/distributed``.
+Skipped when Ray is not installed (``pip install 'subsetlm[ray]'``); the dev extra installs it,
+so CI runs it. Run with ``.venv/bin/python -m pytest tests/distributed``.
 """
 
 from __future__ import annotations
