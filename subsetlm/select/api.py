@@ -299,21 +299,23 @@ def select(cfg: SelectConfig, progress: bool = False) -> Path:
                         overwrite=cfg.force,
                         extra_tables={ASSIGNMENT_FILE: _assignment(store, sel, cfg.within, rows)})
     c = sel.certificate
-    logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %.2fx random, in %.1fs -> %s",
+    lift = c.get("lift_over_random")
+    logger.info("selected %d of %d samples: f(S)=%.4g, bound ratio %s, %s random, in %.1fs -> %s",
                 len(sel.indices), store.n, c["objective"], "n/a" if c.get("ratio") is None else f"{c['ratio']:.4f}",
-                c.get("lift_over_random") or float("nan"), timings["total_s"], path)
+                "n/a x" if not lift else f"{lift:.2f}x", timings["total_s"], path)
     return path
 
 
 def summary(path: Path) -> str:
     """The line ``subsetlm select`` prints: size, objective and certificate of the subset at ``path``."""
+    from subsetlm._mirror import display  # a subset at a URL: shown as the URL, not its mirror
     from subsetlm.subsets import read_subset
 
     sub = read_subset(path)
     c = sub.manifest.get("certificate", {})
     ratio = c.get("ratio")
     q = (sub.manifest.get("weighting") or {}).get("quality") or {}
-    return (f"wrote {path}: {sub.size} of {sub.manifest.get('n_ground')} samples; "
+    return (f"wrote {display(path)}: {sub.size} of {sub.manifest.get('n_ground')} samples; "
             f"f(S)={c.get('objective', float('nan')):.4g}"
             + (f", >= {ratio:.4f} of optimal (certificate), random subset f={c.get('random_objective'):.4g}"
                if ratio is not None and c.get("random_objective") is not None else "")

@@ -102,6 +102,21 @@ def test_ray_embedding_writes_the_same_store_as_local(cluster, tmp_path):
     assert not (b.path / "chunks").exists() and not (b.path / "shards").exists()
 
 
+def _settle(folder: Path, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
+    """Wait until no file in ``folder`` has changed for ``quiet_s`` seconds (at most ``limit_s``)."""
+    import time
+
+    def snap() -> set:
+        return {(p.name, p.stat().st_size) for p in folder.glob("*")} if folder.exists() else set()
+
+    t0, last, since = time.monotonic(), snap(), time.monotonic()
+    while time.monotonic() - t0 < limit_s and time.monotonic() - since < quiet_s:
+        time.sleep(0.2)
+        now = snap()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def test_ray_embedding_killed_midway_resumes_to_the_same_store(cluster, tmp_path):
     from subsetlm.embed.shards import listed_chunks as chunk_shards
     from subsetlm.embed import EmbedConfig, embed_corpus
@@ -120,6 +135,7 @@ def test_ray_embedding_killed_midway_resumes_to_the_same_store(cluster, tmp_path
     tmp = tmp_path / "ray.tmp"
     assert len(chunk_shards(tmp)) == 5  # the chunk pass had finished
     shards = tmp / "shards"
+    _settle(shards)  # ray.kill of the actors is asynchronous: a shard in flight may still land
     for k in (1, 3):  # as if the run had died before these two (the actors run ahead of the driver)
         for ext in (".npy", ".parquet"):
             (shards / f"{k:05d}{ext}").unlink(missing_ok=True)
