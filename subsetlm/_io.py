@@ -26,9 +26,10 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from subsetlm._remote import SUCCESS, cache_root  # noqa: F401  (re-exported: SUCCESS is defined once, there)
+
 logger = logging.getLogger(__name__)
 
-SUCCESS = "_SUCCESS"
 LOCK_SUFFIX = ".lock"
 
 
@@ -83,6 +84,14 @@ def atomic_dir(dest: Path, *, resume: bool = False, overwrite: bool = False) -> 
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
+        _publish(dest)
+
+
+def _publish(dest: Path) -> None:
+    """Upload a finished output to the URL it stands for (``--out s3://...``; a no-op for local outputs)."""
+    from subsetlm._mirror import publish
+
+    publish(dest)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -401,8 +410,7 @@ def sha256_text(text: str) -> str:
 
 
 def cache_dir() -> Path:
-    """Where fetched real corpora live: ``$SUBSETLM_CACHE`` or ``~/.cache/subsetlm``."""
-    root = os.environ.get("SUBSETLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "subsetlm")
-    p = Path(root)
+    """Where fetched corpora and the mirrors of remote outputs live: ``$SUBSETLM_CACHE`` or ``~/.cache/subsetlm``."""
+    p = cache_root()
     p.mkdir(parents=True, exist_ok=True)
     return p

@@ -30,6 +30,11 @@ that change the result, plus the fingerprints of the inputs). The contract:
    is writing PATH" (caches inside a store, ``on_mismatch="rebuild"``, wait for it instead).
 4. Single-file outputs (``kind="file"``: eval's RESULTS.json) are written to a temporary
    name and renamed; their identity lives inside the file.
+5. An output at a URL (``--out s3://bucket/x``; :func:`check_out` maps it to a local mirror,
+   :mod:`subsetlm._mirror`) is checked against the remote first (a complete remote output
+   is mirrored, then skipped or refused as above), written locally as any output, and
+   published at the end, ``_SUCCESS`` last; a finished run whose upload was cut off is
+   published by the next ``up_to_date``.
 
 :class:`Stage` binds a command name to its config class, run function and a one-line
 summary of its result, which is all the CLI uses (``cli.py`` holds no logic of its own).
@@ -64,8 +69,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from subsetlm._io import (SUCCESS, acquire_lock, dumps_json, is_complete, output_lock, read_json, release_lock,
-                          tmp_path_for, write_json_atomic)
+from subsetlm._io import (SUCCESS, _publish, acquire_lock, dumps_json, is_complete, output_lock, read_json,
+                          release_lock, tmp_path_for, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +154,13 @@ class Output:
             raise ValueError(f"Output.on_mismatch={self.on_mismatch!r}; expected refuse or rebuild")
 
     @property
+    def shown(self) -> str:
+        """The path as the user gave it (the URL of an output at a URL) for messages."""
+        from subsetlm._mirror import display
+
+        return display(self.path)
+
+    @property
     def tmp(self) -> Path:
         """``PATH.tmp``: where a ``dir`` output is written before the rename."""
         return tmp_path_for(self.path)
@@ -191,9 +203,15 @@ class Output:
         ``FileExistsError``); when this returns False, this process holds the output's lock until
         :meth:`writing` ends.
         """
+        from subsetlm._mirror import remote_state, sync_output
+
         self._claim()
         try:
+            if not force and self.kind != "file":
+                sync_output(self.path, self.what)  # an output at a URL: the remote is the truth
             done = self._up_to_date(force)
+            if done and remote_state(self.path) not in (None, "complete"):
+                _publish(self.path)  # finished here, but its upload was cut off: finish it
         except BaseException:
             self.release()
             raise
@@ -210,18 +228,18 @@ class Output:
             have = self.recorded()
             if have == self.identity:
                 logger.info("%s %s is complete with this config; skipping (pass %s to redo)", self.what,
-                            self.path, self.flag)
+                            self.shown, self.flag)
                 return True
             if have is not None and self.on_mismatch == "rebuild":
                 logger.warning("%s %s is stale (%s); rebuilding", self.what, self.path, diff(have, self.identity))
                 return False
             if have is not None:
-                raise FileExistsError(f"{self.path} holds {_a(self.what)} with a different config "
+                raise FileExistsError(f"{self.shown} holds {_a(self.what)} with a different config "
                                       f"({diff(have, self.identity)}); pass {self.flag} to replace it or choose "
                                       f"another --out")
         if self.kind == "inplace":  # an unfinished in-place output: the stage decides (resume or refuse)
             return False
-        raise FileExistsError(f"{self.path} exists but is not {_a('complete ' + self.what)} written by this stage; "
+        raise FileExistsError(f"{self.shown} exists but is not {_a('complete ' + self.what)} written by this stage; "
                               f"remove it, choose another --out, or pass {self.flag} to replace it")
 
     def _records_itself(self) -> bool:
@@ -274,11 +292,11 @@ class Output:
         if self.kind == "file":
             raise TypeError("a file output is written with Output.write_json")
         if self.path.exists() and not force and self.kind == "dir" and self.on_mismatch == "refuse":
-            raise FileExistsError(f"{self.path} already exists; pass {self.flag} to replace it")
+            raise FileExistsError(f"{self.shown} already exists; pass {self.flag} to replace it")
         with output_lock(self.path, wait=self.on_mismatch == "rebuild"):
             if self.path.exists() and not force and self.kind == "dir" and self.on_mismatch == "refuse":
                 same = self.complete() and self.recorded() == self.identity
-                raise FileExistsError(f"{self.path} was written by another process while this one ran"
+                raise FileExistsError(f"{self.shown} was written by another process while this one ran"
                                       + (", with the same config: it is up to date (re-run to use it)" if same
                                          else f"; pass {self.flag} to replace it"))
             with self._writing(force, resume) as where:
@@ -314,12 +332,14 @@ class Output:
             if self.path.exists():
                 _remove(self.path)
             os.replace(where, self.path)
+        _publish(self.path)
 
     def write_json(self, data: dict[str, Any]) -> None:
         """Write a ``kind="file"`` output (its identity under ``config``), atomically."""
         if self.kind != "file":
             raise TypeError("write_json is for kind='file' outputs")
         write_json_atomic(self.path, {**data, "config": self.identity})
+        _publish(self.path)
 
 
 def _a(what: str) -> str:
@@ -337,11 +357,20 @@ def _remove(p: Path) -> None:
 def check_out(out: Any, flag: str = "--out") -> Path:
     """The output path of a stage, refused with a clear message when missing or unusable.
 
-    Raises ``ValueError`` when ``out`` is empty, or when a parent of it is a file.
+    Raises ``ValueError`` when ``out`` is empty, or when a parent of it is a file. A URL
+    (``s3://bucket/x``, any fsspec protocol but ``file://``) gives its local mirror
+    (:func:`subsetlm._mirror.local_path`), published when the stage finishes; a missing
+    fsspec implementation (``pip install s3fs``) is refused here, before any work.
     """
+    from subsetlm._remote import is_url, local_or_url
+
     if not out:
         raise ValueError(f"no output given: pass {flag} PATH")
-    p = Path(out)
+    if is_url(out):
+        from subsetlm._mirror import local_path
+
+        return local_path(str(out))
+    p = Path(local_or_url(out))
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():

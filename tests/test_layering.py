@@ -7,7 +7,7 @@ module belongs to a *unit*: its subpackage (``subsetlm/select/*`` -> ``select``)
 top-level module, the module itself (``subsetlm/demo.py`` -> ``demo``). The units are
 ordered by the data flow::
 
-    core (_io, _remote, _mirror, _config, _stage, _device, _heap, registry, runs, __init__)
+    core (_remote, _mirror, _io, _config, _stage, _device, _heap, registry, runs, __init__)
       < distributed (generic executors) < corpus (and task)
       < embed < index < subsets < select < retrieve < recipes < evaluate
       < demo and train (compositions of stages) < cli
@@ -29,7 +29,7 @@ import subsetlm
 ROOT = Path(subsetlm.__file__).resolve().parent
 
 ORDER = [
-    ("_io", "_remote", "_mirror", "_config", "_stage", "_device", "_heap", "registry", "runs", "__init__"),
+    ("_remote", "_mirror", "_io", "_config", "_stage", "_device", "_heap", "registry", "runs", "__init__"),
     ("distributed",),
     ("corpus", "task"),
     ("embed",),

@@ -8,6 +8,7 @@ values (types, emptiness) happens in :func:`_record` so every format shares it.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -28,9 +29,23 @@ class CorpusError(ValueError):
 Record = tuple[str, Any, Any, dict[str, Any]]  # (location, text, id, metadata)
 
 
+def _remote(path: Any) -> bool:
+    """A :class:`subsetlm._remote.RemotePath` (opened through fsspec) rather than a local path."""
+    return getattr(path, "is_remote", False)
+
+
 def _open_binary(path: Path) -> io.BufferedIOBase:
     name = path.name.lower()
     try:
+        if _remote(path):  # fsspec: the same decompression over the remote file object
+            raw = path.open("rb")
+            if name.endswith(".gz"):
+                gz = gzip.GzipFile(fileobj=raw, mode="rb")
+                gz.myfileobj = raw  # closed with the GzipFile
+                return gz  # type: ignore[return-value]
+            if name.endswith(".zst"):
+                return io.BufferedReader(_ZstdFrames(raw), buffer_size=1 << 20)
+            return raw  # type: ignore[return-value]
         if name.endswith(".gz"):
             return gzip.open(path, "rb")  # type: ignore[return-value]
         if name.endswith(".zst"):
@@ -38,6 +53,23 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
         return open(path, "rb")
     except OSError as e:
         raise CorpusError(f"{path}: cannot open ({e.strerror or e}); check the path and its permissions") from e
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    if _remote(path):
+        with path.open("rb") as fh:
+            return pq.read_schema(fh)
+    return pq.read_schema(path)
+
+
+@contextlib.contextmanager
+def _arrow_source(path: Path) -> Iterator[Any]:
+    """An Arrow IPC stream's bytes: memory-mapped locally, a file object through fsspec."""
+    src = path.open("rb") if _remote(path) else pa.memory_map(str(path), "r")
+    try:
+        yield src
+    finally:
+        src.close()
 
 
 class _ZstdFrames(io.RawIOBase):
@@ -163,12 +195,15 @@ def _record(loc: str, obj: dict[str, Any], text_field: str, id_field: str | None
             present = ", ".join(sorted(map(str, obj))) or "(none)"
             got = "is null" if doc_id is None else "is missing"
             raise CorpusError(
-                f"{loc}: id field {id_field!r} {got} in this {what}; fields present: {present}. "
-                f"Give every record an id, choose another --id-field, or drop --id-field to use content hashes"
+                f"{loc}: id field {id_field!r} {got} in this {what}; fields present: {present}. Ids come from "
+                f"--id-field, or by default from an 'id' field when the file's first record (or its columns) has "
+                f"one: give every record an id, choose another --id-field, or pass --id-field @hash to use "
+                f"content hashes"
             )
         if isinstance(doc_id, (dict, list)):
             raise CorpusError(f"{loc}: id field {id_field!r} must be a string or number, got "
-                              f"{type(doc_id).__name__}; choose another --id-field")
+                              f"{type(doc_id).__name__}; choose another --id-field, or pass --id-field @hash "
+                              f"to use content hashes")
         doc_id = str(doc_id)
     meta: dict[str, Any] = {}
     for f in meta_fields:
@@ -206,37 +241,70 @@ def _iter_table_batches(path: Path, batches: Iterator[pa.RecordBatch], cols: lis
 
 def read_parquet(path: Path, fields: tuple[str, str | None, tuple[str, ...]], batch_size: int) -> Iterator[Record]:
     """Parquet via ``pyarrow.parquet.ParquetFile.iter_batches`` reading only the needed columns."""
+    fh = None
     try:
-        pf = pq.ParquetFile(path)
+        fh = path.open("rb") if _remote(path) else None
+        pf = pq.ParquetFile(fh if fh is not None else path)
     except (OSError, pa.ArrowException) as e:
+        if fh is not None:
+            fh.close()
         raise CorpusError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())[:200]}); re-create it or "
                           f"check the extension") from None
-    cols = _columns_check(path, pf.schema_arrow.names, fields)
     try:
+        cols = _columns_check(path, pf.schema_arrow.names, fields)
         yield from _iter_table_batches(path, pf.iter_batches(batch_size=max(1, batch_size), columns=cols), cols,
                                        fields)
     except (OSError, pa.ArrowException, UnicodeDecodeError) as e:  # a corrupt page, row group or string
         raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Parquet file looks corrupt, "
                           f"re-create it") from None
+    finally:
+        if fh is not None:
+            fh.close()
 
 
 def read_arrow_stream(path: Path, fields: tuple[str, str | None, tuple[str, ...]]) -> Iterator[Record]:
     """One ``data-*.arrow`` file of a Hugging Face ``save_to_disk`` dataset (Arrow IPC stream)."""
-    try:
-        source = pa.memory_map(str(path), "r")
-        reader = pa.ipc.open_stream(source)
-    except (OSError, pa.ArrowException) as e:
-        raise CorpusError(f"{path}: not a readable Arrow stream ({e}); re-save the dataset with "
-                          f"Dataset.save_to_disk") from e
-    cols = _columns_check(path, reader.schema.names, fields)
-    try:
-        yield from _iter_table_batches(path, (b.select(cols) for b in reader), cols, fields)
-    except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
-        raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Arrow file looks corrupt, "
-                          f"re-save the dataset with Dataset.save_to_disk") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            source = stack.enter_context(_arrow_source(path))
+            reader = pa.ipc.open_stream(source)
+        except (OSError, pa.ArrowException) as e:
+            raise CorpusError(f"{path}: not a readable Arrow stream ({e}); re-save the dataset with "
+                              f"Dataset.save_to_disk") from e
+        cols = _columns_check(path, reader.schema.names, fields)
+        try:
+            yield from _iter_table_batches(path, (b.select(cols) for b in reader), cols, fields)
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as e:
+            raise CorpusError(f"{path}: read failed ({' '.join(str(e).split())[:200]}); the Arrow file looks corrupt, "
+                              f"re-save the dataset with Dataset.save_to_disk") from None
 
 
-def read_txt(path: Path, doc_id: str) -> Iterator[Record]:
+def has_field(path: Path, kind: str, name: str) -> bool | None:
+    """Whether the records of a file carry field ``name`` (not null), for the default id rule.
+
+    JSONL: judged by the first non-blank line; Parquet / Arrow: by the columns. None when
+    there is nothing to judge (no record) or the file cannot be read here (the reader then
+    reports the problem where it meets it).
+    """
+    try:
+        if kind == "jsonl":
+            with _open_binary(path) as fh:
+                for raw in fh:
+                    if raw.strip():
+                        obj = json.loads(raw)
+                        return isinstance(obj, dict) and obj.get(name) is not None
+            return None
+        if kind == "parquet":
+            return name in _parquet_schema(path).names
+        if kind == "arrow":
+            with _arrow_source(path) as src:
+                return name in pa.ipc.open_stream(src).schema.names
+    except (CorpusError, OSError, EOFError, ValueError, zlib.error, pa.ArrowException):
+        return None
+    return None
+
+
+def read_txt(path: Path, doc_id: str | None) -> Iterator[Record]:
     """A whole .txt file as one document; ``doc_id`` is its path relative to the input folder."""
     try:
         raw = path.read_bytes()

@@ -2,7 +2,9 @@
 datasets saved with ``save_to_disk``, and the named sources (``pubmed``, ``sotu``,
 ``pubmed-task``). Documents stream in blocks; the corpus is never loaded whole.
 
-Inputs (``CorpusConfig.paths``), each one of:
+Inputs (``CorpusConfig.paths``), each one of (a local path, or an fsspec URL such as
+``s3://bucket/corpus.jsonl.gz``, ``hf://datasets/ORG/NAME/data``, ``memory://...``: see
+:mod:`subsetlm._remote`):
 
 - a file: ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``, ``.parquet``, ``.txt`` (one document);
 - a folder: a ``save_to_disk`` Dataset (``state.json`` + ``data-*.arrow``), a
@@ -25,14 +27,17 @@ Example
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from subsetlm._io import read_json, sha256_file
 from subsetlm.corpus._formats import (CorpusError, read_arrow_stream, read_jsonl, read_parquet,
                                       read_txt)
+from subsetlm.corpus.ids import HASH_IDS, check_id_field, field_of, has_user_ids
+from subsetlm.corpus.ids import resolve as _resolve_ids
 from subsetlm.corpus.sample import Document
 
 logger = logging.getLogger(__name__)
@@ -55,8 +60,11 @@ class CorpusConfig:
     text_field : str, default "text"
         Field / column holding the text (ignored for .txt files).
     id_field : str or None, default None
-        Field / column holding a unique document id (taken as a string). ``None``:
-        named sources use their own ``id`` field, other inputs get content-hash ids.
+        Field / column holding a unique document id (taken as a string). ``None``: the
+        corpus's own ``id`` field when its records carry one (judged per file by the first
+        record, or the columns; every record then needs one), else content-hash ids; named
+        sources use their own ``id`` field. ``"@hash"``: content-hash ids for every
+        document. See :mod:`subsetlm.corpus.ids`.
     block_size : int, default 1024
         Documents per yielded block.
     max_tokens : int or None, default 256
@@ -83,12 +91,12 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class _Input:
-    path: Path          # the file to read
+    path: Path          # the file to read (a subsetlm._remote.RemotePath for a URL)
     kind: str           # jsonl | parquet | txt | arrow
     source: str         # Document.source
     name: str           # name used by the fingerprint (basename / relative path / split path)
     txt_id: str | None = None      # id of a .txt document
-    id_field: str | None = None    # a source's default id field
+    id_field: str | None = None    # a source's default id field, or "id" chosen by the default rule
 
 
 def _kind(path: Path) -> str | None:
@@ -110,9 +118,13 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _load_json(p: Any) -> Any:
+    return json.loads(p.read_bytes()) if getattr(p, "is_remote", False) else read_json(p)
+
+
 def _hf_dataset(folder: Path, source: str, prefix: str) -> list[_Input]:
     try:
-        state = read_json(folder / "state.json")
+        state = _load_json(folder / "state.json")
         files = [f["filename"] for f in state["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorpusError(f"{folder / 'state.json'}: not a valid Hugging Face save_to_disk state ({e}); "
@@ -129,7 +141,7 @@ def _hf_dataset(folder: Path, source: str, prefix: str) -> list[_Input]:
 
 def _hf_dataset_dict(folder: Path, split: str | None) -> list[_Input]:
     try:
-        splits = list(read_json(folder / "dataset_dict.json")["splits"])
+        splits = list(_load_json(folder / "dataset_dict.json")["splits"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CorpusError(f"{folder / 'dataset_dict.json'}: not a valid DatasetDict description ({e}); "
                           f"re-save it with DatasetDict.save_to_disk(path)") from e
@@ -145,13 +157,32 @@ def _hf_dataset_dict(folder: Path, split: str | None) -> list[_Input]:
 
 
 def _expand(p: str) -> list[_Input]:
+    from subsetlm._remote import RemoteError, is_url
+
+    try:
+        return _expand_path(p)
+    except RemoteError as e:
+        raise CorpusError(str(e)) from None
+    except OSError as e:
+        if not is_url(p):
+            raise
+        raise CorpusError(f"input {p!r}: cannot read ({e}); check the URL, the credentials of its storage and "
+                          f"that it is reachable from here") from None
+
+
+def _expand_path(p: str) -> list[_Input]:
+    from subsetlm._remote import as_path, is_url
     from subsetlm.corpus import sources
 
-    path = Path(p).expanduser()
+    path = as_path(p)
     if not path.exists():
         head, sep, split = p.rpartition(":")
-        if sep and head and Path(head).expanduser().is_dir() and (Path(head).expanduser() / "dataset_dict.json").is_file():
-            return _hf_dataset_dict(Path(head).expanduser(), split)
+        folder = as_path(head) if sep and head and "/" not in split else None
+        if folder is not None and folder.is_dir() and (folder / "dataset_dict.json").is_file():
+            return _hf_dataset_dict(folder, split)
+        if is_url(p):
+            raise CorpusError(f"input {p!r} not found: no file or folder at this URL (nor DIR:SPLIT of a saved "
+                              f"DatasetDict); check the URL")
         if p in sources.SOURCES:
             src = sources.SOURCES[p]
             f = sources.fetch_source(p)
@@ -170,9 +201,8 @@ def _expand(p: str) -> list[_Input]:
     if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
         return _hf_dataset(path, path.name, "")
     out, skipped = [], []
-    for f in sorted(path.rglob("*"), key=lambda q: q.relative_to(path).as_posix()):
-        rel = f.relative_to(path).as_posix()
-        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(path).parts):
+    for rel, f in _folder_files(path):
+        if any(part.startswith(".") for part in rel.split("/")):
             continue
         kind = _kind(f)
         if kind is None:
@@ -187,6 +217,14 @@ def _expand(p: str) -> list[_Input]:
         raise CorpusError(f"{path}: folder holds no corpus files; supported: {', '.join(SUPPORTED_EXTENSIONS)} "
                           f"(searched recursively), or a folder saved with datasets' save_to_disk")
     return out
+
+
+def _folder_files(path: Any) -> list[tuple[str, Any]]:
+    """``(posix path relative to the folder, file)`` of every file under ``path``, in sorted order."""
+    if getattr(path, "is_remote", False):
+        return [(rel, path / rel) for rel in path.files()]
+    found = sorted(path.rglob("*"), key=lambda q: q.relative_to(path).as_posix())
+    return [(f.relative_to(path).as_posix(), f) for f in found if f.is_file()]
 
 
 def _inputs(paths: list[str] | str) -> list[_Input]:
@@ -219,8 +257,7 @@ def resolve_inputs(paths: list[str]) -> list[Path]:
 def _check(cfg: CorpusConfig) -> None:
     if not isinstance(cfg.text_field, str) or not cfg.text_field:
         raise CorpusError(f"text_field={cfg.text_field!r}: expected a non-empty field name")
-    if cfg.id_field is not None and (not isinstance(cfg.id_field, str) or not cfg.id_field):
-        raise CorpusError(f"id_field={cfg.id_field!r}: expected a field name or None")
+    check_id_field(cfg.id_field)
     if not isinstance(cfg.block_size, int) or cfg.block_size < 1:
         raise CorpusError(f"block_size={cfg.block_size!r}: expected an integer >= 1")
     if cfg.limit is not None and (not isinstance(cfg.limit, int) or cfg.limit < 0):
@@ -231,8 +268,13 @@ def _check(cfg: CorpusConfig) -> None:
         raise CorpusError(f"on_empty={cfg.on_empty!r}: expected one of {', '.join(_ON_EMPTY)}")
 
 
+def _corpus_inputs(cfg: CorpusConfig) -> list[_Input]:
+    """The inputs of ``cfg`` with the id rule resolved (:func:`subsetlm.corpus.ids.resolve`)."""
+    return _resolve_ids(_inputs(cfg.paths), cfg)
+
+
 def _records(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, Any, Any, dict[str, Any]]]:
-    id_field = cfg.id_field if cfg.id_field is not None else inp.id_field
+    id_field = field_of(inp, cfg)
     fields = (cfg.text_field, id_field, tuple(cfg.metadata_fields))
     if inp.kind == "jsonl":
         return read_jsonl(inp.path, fields)
@@ -241,22 +283,23 @@ def _records(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, Any, Any, di
     if inp.kind == "arrow":
         return read_arrow_stream(inp.path, fields)
     assert inp.kind == "txt", inp.kind
-    return read_txt(inp.path, inp.txt_id or inp.path.name)
+    return read_txt(inp.path, None if cfg.id_field == HASH_IDS else (inp.txt_id or inp.path.name))
 
 
 def input_files(cfg: CorpusConfig) -> list[_Input]:
     """The corpus's inputs in reading order (one per file; source names fetched), for per-file work.
 
     Each can be read on its own with ``iter_documents(cfg, inputs=[inp])``; the
-    ``has_ids`` of an input says whether its documents carry their own ids.
+    ``has_ids`` of an input says whether its documents carry their own ids. The default id
+    rule is resolved here (an input whose records carry ``id`` has ``id_field="id"``).
     """
     _check(cfg)
-    return _inputs(cfg.paths)
+    return _corpus_inputs(cfg)
 
 
 def has_ids(inp: _Input, cfg: CorpusConfig) -> bool:
     """Whether the documents of ``inp`` carry user ids (an id field, or a .txt path) rather than content hashes."""
-    return inp.kind == "txt" or (cfg.id_field if cfg.id_field is not None else inp.id_field) is not None
+    return has_user_ids(inp, cfg)
 
 
 def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
@@ -292,8 +335,8 @@ def iter_documents(cfg: CorpusConfig, inputs: list[_Input] | None = None,
     ...     print(len(block), block[0].id)
     """
     _check(cfg)
-    inputs = _inputs(cfg.paths) if inputs is None else list(inputs)
-    if cfg.id_field is not None and any(i.kind == "txt" for i in inputs):
+    inputs = _corpus_inputs(cfg) if inputs is None else list(inputs)
+    if cfg.id_field not in (None, HASH_IDS) and any(i.kind == "txt" for i in inputs):
         logger.warning("id_field=%r is ignored for .txt files: their id is the path relative to the folder",
                     cfg.id_field)
     n_yielded = n_empty = 0
@@ -363,19 +406,35 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str:
     """
     _check(cfg)
     h = hashlib.sha256(b"subsetlm.corpus.v1\n")
-    for inp in _inputs(cfg.paths):
+    for inp in _corpus_inputs(cfg):
         try:
-            size = inp.path.stat().st_size
-            digest = sha256_file(inp.path)
+            size, digest = _file_digest(inp.path)
         except OSError as e:
             raise CorpusError(f"{inp.path}: cannot read ({e.strerror or e}); check the path and permissions") from e
         h.update(f"file\t{inp.kind}\t{inp.name}\t{size}\t{digest}\n".encode())
-        id_field = cfg.id_field if cfg.id_field is not None else inp.id_field
-        h.update(f"id_field\t{id_field}\n".encode())
+        h.update(f"id_field\t{field_of(inp, cfg)}\n".encode())
+        if inp.kind == "txt" and cfg.id_field == HASH_IDS:  # content hashes instead of the path ids
+            h.update(b"ids\tcontent-hash\n")
     opts = {"text_field": cfg.text_field, "max_tokens": cfg.max_tokens or None, "limit": cfg.limit,
             "metadata_fields": list(cfg.metadata_fields)}
     h.update(repr(sorted(opts.items())).encode())
     return h.hexdigest()
+
+
+_REMOTE_DIGESTS: dict[tuple[str, str], str] = {}  # (url, size:etag/mtime) -> sha256: hashed once per process
+
+
+def _file_digest(path: Any) -> tuple[int, str]:
+    """``(size, sha256)`` of a corpus file; a remote one is streamed through fsspec (once per process and version)."""
+    if not getattr(path, "is_remote", False):
+        return path.stat().st_size, sha256_file(path)
+    from subsetlm._remote import sha256
+
+    st = path.stat()
+    key = (str(path), st.token)
+    if key not in _REMOTE_DIGESTS:
+        _REMOTE_DIGESTS[key] = sha256(path)
+    return st.st_size, _REMOTE_DIGESTS[key]
 
 
 def _first_location(cfg: CorpusConfig, doc_id: str, inputs: list[_Input] | None = None) -> str | None:
@@ -390,70 +449,4 @@ def _first_location(cfg: CorpusConfig, doc_id: str, inputs: list[_Input] | None 
     return None
 
 
-class Repeats:
-    """The one duplicate-document check of a corpus, whoever reads it (a stream, or file by file).
-
-    A document id seen before is a repeat: with a user id (an id field, a .txt path) it is
-    a :class:`CorpusError` naming both places; without one (a content hash: the same
-    text) the later copy is dropped and counted, and :meth:`warn` logs the count once.
-    :func:`~subsetlm.corpus.chunking.iter_samples` checks each document as it streams; the
-    embed stage's per-file chunk pass checks each file's ids against the files before it.
-
-    Parameters
-    ----------
-    cfg : CorpusConfig
-    inputs : the inputs read (default: all of ``cfg``'s); searched for a repeat's first place.
-
-    Example
-    -------
-    >>> r = Repeats(CorpusConfig(["c.jsonl"]))
-    >>> r.keep("sha1:aa", user_id=False, where="c.jsonl:1"), r.keep("sha1:aa", user_id=False, where="c.jsonl:3")
-    (True, False)
-    >>> r.dropped, r.examples
-    (1, ['c.jsonl:3'])
-    """
-
-    def __init__(self, cfg: CorpusConfig, inputs: list[_Input] | None = None) -> None:
-        self.cfg, self.inputs = cfg, inputs
-        self.seen: set[str] = set()
-        self.dropped = 0
-        self.examples: list[str] = []
-
-    def repeated(self, doc_id: str, user_id: bool, where: str | Callable[[], str]) -> bool:
-        """True when ``doc_id`` was seen before (drop this copy); raises for a repeated user id.
-
-        ``where`` is this copy's location (a callable is called only when needed). The id is
-        not recorded: call :meth:`add` (or use :meth:`keep`).
-        """
-        if doc_id not in self.seen:
-            return False
-        if user_id:
-            first = _first_location(self.cfg, doc_id, self.inputs)
-            raise CorpusError(
-                f"duplicate document id {doc_id!r}: at {first} and again at {_where(where)}; ids must be "
-                f"unique. Fix the data, choose another --id-field, or drop --id-field to use content hashes")
-        self.dropped += 1
-        if len(self.examples) < 3:
-            self.examples.append(_where(where))
-        return True
-
-    def add(self, doc_id: str) -> None:
-        """Record ``doc_id`` as seen."""
-        self.seen.add(doc_id)
-
-    def keep(self, doc_id: str, user_id: bool, where: str | Callable[[], str]) -> bool:
-        """:meth:`repeated` then :meth:`add`: True for the first copy of a document (keep it)."""
-        if self.repeated(doc_id, user_id, where):
-            return False
-        self.seen.add(doc_id)
-        return True
-
-    def warn(self) -> None:
-        """Log the dropped copies once (nothing when none was dropped)."""
-        if self.dropped:
-            logger.warning("dropped %d exact duplicate document(s) without ids (e.g. %s); their content-hash ids "
-                        "would collide", self.dropped, ", ".join(self.examples))
-
-
-def _where(where: str | Callable[[], str]) -> str:
-    return where if isinstance(where, str) else str(where())
+from subsetlm.corpus.repeats import Repeats  # noqa: E402  (re-exported: the check every reader uses)

@@ -44,6 +44,7 @@ class CorpusRows:
     ids : (n,) str array of row ids. ``doc_ids`` is the same array (a row is a document).
     n_tokens : (n,) whitespace token counts (what a token budget spends).
     dim : 0 (no embeddings).
+    ids_rule : the id rule applied (``{"rule", "source", "field"}``, :func:`subsetlm.corpus.ids.id_rule`).
     """
 
     path: str
@@ -51,6 +52,7 @@ class CorpusRows:
     _texts: list[str] = field(repr=False)
     sources: np.ndarray | None = None
     dim: int = 0
+    ids_rule: dict | None = None  # where the ids came from (subsetlm.corpus.ids.id_rule), when read from files
 
     @classmethod
     def from_texts(cls, texts: Sequence[str], ids: Sequence[str], *, spec: str = "",
@@ -67,16 +69,22 @@ class CorpusRows:
         from subsetlm.corpus.chunking import doc_id_for
         from subsetlm.corpus.readers import CorpusConfig, iter_documents
 
+        from subsetlm.corpus.ids import id_rule
+        from subsetlm.corpus.readers import input_files
+
         texts, ids, sources = [], [], []
         cfg = CorpusConfig([str(x) for x in inputs], text_field=text_field, id_field=id_field, max_tokens=None,
                            limit=limit)
-        for block in iter_documents(cfg):
+        files = input_files(cfg)
+        for block in iter_documents(cfg, files):
             for d in block:
                 texts.append(d.text)
                 ids.append(doc_id_for(d))
                 sources.append(d.source)
         logger.info("corpus: %d documents from %s", len(texts), ", ".join(map(str, inputs)))
-        return cls.from_texts(texts, ids, spec=",".join(map(str, inputs)), sources=sources)
+        rows = cls.from_texts(texts, ids, spec=",".join(map(str, inputs)), sources=sources)
+        rows.ids_rule = id_rule(cfg, files)
+        return rows
 
     @property
     def n(self) -> int:
@@ -101,7 +109,10 @@ class CorpusRows:
 
     @property
     def manifest(self) -> dict:
-        return {"corpus_fingerprint": self.fingerprint, "model": None}
+        out = {"corpus_fingerprint": self.fingerprint, "model": None}
+        if self.ids_rule is not None:
+            out["ids"] = self.ids_rule
+        return out
 
     def texts(self, indices: Sequence[int] | np.ndarray) -> list[str]:
         return [self._texts[int(i)] for i in indices]

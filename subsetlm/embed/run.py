@@ -74,6 +74,9 @@ class EmbedConfig:
         Embedder spec: ``minilm`` | ``hashing`` | ``hf:PATH``.
     text_field : str, default "text"
     id_field : str or None, default None
+        Document id field. None: the corpus's own ``id`` field when its records carry one,
+        else content hashes; ``"@hash"``: content hashes always (:mod:`subsetlm.corpus.ids`).
+        The rule applied is recorded in the manifest under ``ids``.
     max_tokens : int or None, default 256
         Chunk length in the embedder's tokens (``None``: whole documents, truncated by
         the model at its ``max_length``). Lowered to what the model reads when larger
@@ -213,6 +216,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
         embedder that returns NaN/inf or the wrong shape (nothing is finalised; ``out`` is
         not created).
     """
+    from subsetlm.corpus.ids import id_rule
     from subsetlm.corpus.readers import corpus_fingerprint
 
     _check_cfg(cfg)
@@ -284,7 +288,7 @@ def embed_corpus(cfg: EmbedConfig, progress: bool = False, *,
             "format": FORMAT, "version": VERSION, "model": emb.describe(), "dim": int(emb.dim),
             "dtype": cfg.dtype, "pooling": emb.pooling, "normalized": bool(emb.normalize), "count": int(n),
             "docs": int(docs), "corpus_fingerprint": corpus_fp, "embedding_fingerprint": digest,
-            "chunking": ident["chunking"], "config": ident,
+            "chunking": ident["chunking"], "config": ident, "ids": id_rule(ccfg),
             "checksums": store_checksums(d, {"embeddings.npy": writer.embeddings_checksum}),
         }
         write_manifest(d, manifest)

@@ -31,6 +31,7 @@ Example
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -58,7 +59,9 @@ class StoreError(ValueError):
 
 def rebuild_hint(path: Path) -> str:
     """How to rebuild a damaged store (the messages of :class:`StoreError` and checksum mismatches)."""
-    return (f"rebuild it: re-run the `subsetlm embed ... --out {path}` command that wrote it with --force "
+    from subsetlm._mirror import display
+
+    return (f"rebuild it: re-run the `subsetlm embed ... --out {display(path)}` command that wrote it with --force "
             f"(or pass --no-verify to skip this check)")
 
 
@@ -282,11 +285,10 @@ class EmbeddingStore:
         Used to tell a store from corpus files where a command accepts either; :meth:`open`
         then checks it fully.
         """
-        man = Path(path) / "manifest.json"
-        if not man.is_file():
-            return False
-        try:
-            return read_json(man).get("format") == FORMAT
+        from subsetlm._remote import as_path
+
+        try:  # a URL: one small read of the remote manifest
+            return json.loads((as_path(path) / "manifest.json").read_bytes()).get("format") == FORMAT
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -299,8 +301,13 @@ class EmbeddingStore:
         refused (:class:`~subsetlm._io.IntegrityError`, naming the file) instead of used. A
         store written before checksums existed is opened with a warning. ``verify=False``
         (``--no-verify``) trusts the files, e.g. a huge store on trusted storage.
+
+        A URL (``s3://bucket/store``) is mirrored into the cache first (only files that
+        changed are downloaded; a remote without ``_SUCCESS`` is refused), then opened.
         """
-        p = Path(path)
+        from subsetlm._mirror import local_copy
+
+        p = local_copy(path, "embedding store", StoreError)
         if not p.is_dir():
             tmp = p.with_name(p.name + ".tmp")
             hint = (f"; {tmp} holds an unfinished run: rerun the same `subsetlm embed` command to resume it"
@@ -354,7 +361,14 @@ class EmbeddingStore:
         s = self.stats
         return (f"{s.get('docs', '?')} docs ({self.n} samples) -> {self.dim}-d {self.dtype.name} with "
                 f"{self.manifest['model'].get('name')} in {s.get('seconds', float('nan')):.1f} s "
-                f"({s.get('docs_per_s', float('nan')):.1f} docs/s): {self.path}")
+                f"({s.get('docs_per_s', float('nan')):.1f} docs/s): {self.location}")
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as the user named it: its URL when it is the mirror of one, else its path."""
+        from subsetlm._mirror import display
+
+        return display(self.path)
 
     # -- arrays -----------------------------------------------------------------------
     @property

@@ -121,9 +121,11 @@ def run_index(cfg: IndexRunConfig, progress: bool = False) -> IndexResult:
 
 def summary(res: IndexResult) -> str:
     """The line ``subsetlm index`` prints."""
+    from subsetlm._mirror import display  # a store at a URL: the graph shown at the URL, not in the mirror
+
     parts = []
     if res.graph is not None:
-        parts.append(f"kNN graph (k={res.k}) of {res.n} samples: {res.graph}")
+        parts.append(f"kNN graph (k={res.k}) of {res.n} samples: {display(res.graph)}")
     if res.partition_sizes is not None:
         s = res.partition_sizes
         parts.append(f"{len(s)} k-means partitions, sizes {s.min()}..{s.max()}")

@@ -154,6 +154,12 @@ def _recorded(run: Path) -> Any:
 
 def run_output(cfg: TrainRunConfig) -> Output:
     """The run directory as a stage output (written in place; ``config.json`` records its identity)."""
+    from subsetlm._remote import is_url
+
+    if is_url(cfg.out):  # checkpoints are written in place and reread on --resume: a local directory only
+        raise ValueError(f"--out {cfg.out}: a training run is written in place (checkpoints, --resume), so it must "
+                         f"be a local directory; copy the finished run to the URL afterwards (the subset and "
+                         f"corpus may be URLs)")
     return Output(Path(cfg.out), run_identity(cfg), what="run", read_identity=_recorded, kind="inplace")
 
 
@@ -271,7 +277,9 @@ def _train(cfg: TrainRunConfig, run: Path, corpus: list[str], sub: Any, preset: 
                 raise SubsetStoreMismatch(
                     f"{e}. A subset of a plain corpus indexes its documents in reading order: train on the same "
                     f"files with the same --text-field/--id-field as the subset was made with (text_field="
-                    f"{made.get('text_field')!r}, id_field={made.get('id_field')!r})") from None
+                    f"{made.get('text_field')!r}, id_field={made.get('id_field')!r}; id_field None reads the "
+                    f"records' own 'id' field when they have one: a subset made by an older subsetlm, which used "
+                    f"content hashes then, needs --id-field @hash)") from None
         rows, weights = data.subset_rows(sub.indices, sub.weights)
     tok_dir = run / runs.TOKENIZER
     tokenizer = str(tok_dir) if (tok_dir / "tokenizer_config.json").is_file() else cfg.tokenizer

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from subsetlm._stage import Output, Stage, identity, manifest_config
+from subsetlm._stage import Output, Stage, check_out, identity, manifest_config
 from subsetlm.retrieve.bm25 import bm25_search
 from subsetlm.retrieve.dense import dense_search
 from subsetlm.retrieve.merge import Merged, merge_hits
@@ -198,7 +198,7 @@ def retrieve(cfg: RetrieveConfig, progress: bool = False) -> Path:
 
     cfg.validate()
     config = identity(cfg)
-    out = Output(Path(cfg.out), config, what="subset", read_identity=manifest_config)
+    out = Output(check_out(cfg.out), config, what="subset", read_identity=manifest_config)  # a URL: its mirror
     if out.up_to_date(cfg.force):
         return out.path
     t0 = time.perf_counter()
@@ -269,7 +269,9 @@ def read_provenance(subset: str | Path) -> Any:
     """The ``provenance.parquet`` table of a retrieved subset (index, query, query_id, rank, score, n_queries)."""
     import pyarrow.parquet as pq
 
-    p = Path(subset) / PROVENANCE_FILE
+    from subsetlm._mirror import local_copy
+
+    p = local_copy(subset, "subset") / PROVENANCE_FILE  # a URL: its mirror
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no provenance; only subsets written by `subsetlm retrieve` have one")
     return pq.read_table(p)
@@ -277,11 +279,12 @@ def read_provenance(subset: str | Path) -> Any:
 
 def summary(path: str | Path) -> str:
     """The line ``subsetlm retrieve`` prints for the subset at ``path``."""
+    from subsetlm._mirror import display  # a subset at a URL: shown as the URL, not its mirror
     from subsetlm.subsets import read_subset
 
     m = read_subset(path).manifest
     s = m["selection"]
-    return (f"wrote {path}: {m['size']} of {m['n_ground']} rows retrieved by {s['n_queries']} task queries "
+    return (f"wrote {display(path)}: {m['size']} of {m['n_ground']} rows retrieved by {s['n_queries']} task queries "
             f"(k={s['k']}, {s['n_union']} distinct hits, {s['n_excluded']} validation/test rows excluded)")
 
 

@@ -189,12 +189,14 @@ def dedup(cfg: DedupConfig, progress: bool = False) -> Path:
 
 def summary(path: Path) -> str:
     """The line ``subsetlm dedup`` prints: kept count, eps, rule and the counts per status."""
+    from subsetlm._mirror import display  # a subset at a URL: shown as the URL, not its mirror
     from subsetlm._io import read_json
 
     m = read_json(Path(path) / "manifest.json")
     s = m["selection"]
     c = s["counts"]
-    line = (f"wrote {path}: kept {c['kept']:,} of {m['n_ground']:,} samples ({s['method']} eps={s['eps']:.6g}, "
+    line = (f"wrote {display(path)}: kept {c['kept']:,} of {m['n_ground']:,} samples ({s['method']} "
+            f"eps={s['eps']:.6g}, "
             f"rule {s['rule']}, keep {s['keep']}, {s['n_partitions']} partitions): {c['duplicate']:,} duplicates")
     if s["method"] == "d4":
         line += f", {c['pruned']:,} pruned as prototypical"

@@ -263,7 +263,7 @@ def dsir(cfg: DSIRConfig, progress: bool = False) -> Path:
     target_blocks, target = _target(cfg, task)
     if target["n_docs"] == 0:
         raise _empty_target(target, 0)
-    out = Output(Path(cfg.out), {"config": identity(cfg), "ground": str(ground.fingerprint),
+    out = Output(check_out(cfg.out), {"config": identity(cfg), "ground": str(ground.fingerprint),
                                  "target": target["fingerprint"]}, what="DSIR subset", read_identity=_identity_of)
     if out.up_to_date(cfg.force):
         return out.path
@@ -365,11 +365,12 @@ def _write(out: Output, cfg: DSIRConfig, ground: Any, chosen: np.ndarray, logw: 
 
 def summary(path: str | Path) -> str:
     """The line ``subsetlm dsir`` prints for the subset at ``path``."""
+    from subsetlm._mirror import display  # a subset at a URL: shown as the URL, not its mirror
     from subsetlm._io import read_json
 
     m = read_json(Path(path) / "manifest.json")
     s = m["selection"]
-    return (f"wrote {path}: {m['size']} of {m['n_ground']} rows by DSIR toward {s['target']['kind']} "
+    return (f"wrote {display(path)}: {m['size']} of {m['n_ground']} rows by DSIR toward {s['target']['kind']} "
             f"{s['target']['spec']} ({s['target']['n_docs']} docs); KL reduction {s['kl_reduction']:.4f} nats vs a "
             f"random subset ({s['kl']['kl_reduction_vs_raw']:.4f} vs the whole corpus)")
 

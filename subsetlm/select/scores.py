@@ -119,8 +119,9 @@ def _join(path: Path, file_ids: list, values: np.ndarray, store_ids: np.ndarray,
         first = [str(s) for s in np.asarray(store_ids)[missing][:3]]
         hint = ""
         if first[0].startswith("sha1:"):
-            hint = (" (the store's ids are content hashes: it was embedded without --id-field; re-embed with "
-                    "--id-field NAME, or score the store's own samples)")
+            hint = (" (the store's ids are content hashes: its corpus records had no 'id' field, or it was embedded "
+                    "with --id-field @hash or by an older subsetlm; re-embed with --id-field NAME, or score the "
+                    "store's own samples)")
         raise ValueError(f"{what} {path}: {int(missing.sum())} of {len(store_ids)} store samples have no score "
                          f"(e.g. ids {', '.join(map(repr, first))}); the file needs a row for every sample id of "
                          f"the store (or a .npy aligned with its rows){hint}")

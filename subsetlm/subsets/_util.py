@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,3 +47,15 @@ def duplicates(idx: np.ndarray) -> np.ndarray:
     """Values occurring more than once in ``idx`` (sorted; O(b log b), no hashing)."""
     s = np.sort(idx)
     return np.unique(s[1:][s[1:] == s[:-1]])
+
+
+def _path_from_subset(store_path: Any, subset_path: Path) -> str:
+    """The store as seen from the subset directory: a relative path, or the store's URL / absolute path
+    when either of them is at a URL (a relative path between a bucket and a local disk means nothing)."""
+    from subsetlm._mirror import url_of
+    from subsetlm._remote import is_url
+
+    store_url, subset_url = url_of(store_path), url_of(subset_path)
+    if store_url is None and subset_url is None and not is_url(store_path):
+        return os.path.relpath(Path(store_path).resolve(), subset_path.resolve())
+    return store_url or (str(store_path) if is_url(store_path) else str(Path(store_path).resolve()))

@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from subsetlm._mirror import display, publish, url_of
+from subsetlm._remote import RemotePath
 from subsetlm._stage import Stage, check_out
 from subsetlm.subsets.format import SubsetFile, read_subset
 
@@ -180,9 +182,10 @@ def export_subset(
         The subset (validated against the store first).
     store_path : path, EmbeddingStore or None
         The store the subset was selected from (``None``: the path its manifest records).
-    out : path
+    out : path or URL
         Output file. ``.jsonl`` / ``.jsonl.gz`` (gzip, deterministic header) or
-        ``.parquet``.
+        ``.parquet``. At a URL (``s3://bucket/sel.jsonl.gz``) it is written to a local
+        mirror and uploaded as one object at the end (the returned path is that mirror).
     format : {"jsonl", "parquet"}, optional
         Default: ``"parquet"`` when ``out`` ends in ``.parquet``, else ``"jsonl"``.
         JSONL is gzip-compressed when ``out`` ends in ``.gz``.
@@ -211,11 +214,13 @@ def export_subset(
     ...               include_fields=["id", "text"])        # doctest: +SKIP
     PosixPath('sel.parquet')
     """
-    out = Path(out)
+    out = check_out(out)  # a URL: its local mirror, uploaded at the end
     fmt = output_format(out, format)
     fields = check_fields(include_fields)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --force (overwrite=True) to replace it or choose another --out")
+    url = url_of(out)
+    if (RemotePath(url).exists() if url else out.exists()) and not overwrite:
+        raise FileExistsError(f"{url or out} already exists; pass --force (overwrite=True) to replace it or choose "
+                              f"another --out")
     if store_path is None:  # the store its manifest records: read the subset now (once), check it below
         subset_path = subset_path if isinstance(subset_path, SubsetFile) else read_subset(subset_path, verify=verify)
         store_path = subset_path.store_path
@@ -249,10 +254,11 @@ def export_subset(
                 if fh is not raw:
                     fh.close()
         os.replace(tmp, out)
+        publish(out)  # an export at a URL: one upload, atomic per object
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    logger.info("exported %d samples (%s) to %s", subset.size, fmt, out)
+    logger.info("exported %d samples (%s) to %s", subset.size, fmt, url or out)
     return out
 
 
@@ -325,7 +331,7 @@ def run_export(cfg: ExportConfig, progress: bool = False) -> Path:
 
 def summary(path: Path) -> str:
     """The line ``subsetlm export`` prints."""
-    return f"wrote {path}"
+    return f"wrote {display(path)}"
 
 
 STAGE = Stage("export", ExportConfig, run_export, summary)

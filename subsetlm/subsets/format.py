@@ -46,6 +46,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from subsetlm._io import SUCCESS, IntegrityError, atomic_dir, dumps_json, file_checksum, read_json, verify_checksums
+from subsetlm._mirror import display, local_copy
+from subsetlm._remote import is_url
 from subsetlm.subsets._schema import (  # noqa: F401  (re-exported: the public names live in this module)
     _PARQUET_KW,
     KIND,
@@ -59,7 +61,7 @@ from subsetlm.subsets._schema import (  # noqa: F401  (re-exported: the public n
     SubsetStoreMismatch,
     _check_table,
 )
-from subsetlm.subsets._util import duplicates, library_versions, strict_json
+from subsetlm.subsets._util import _path_from_subset, duplicates, library_versions, strict_json
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +139,10 @@ class SubsetFile:
         """
         rec = self.manifest.get("store") or {}
         given, rel = rec.get("path"), rec.get("path_from_subset")
-        if given is None or Path(given).exists() or rel is None:
+        if given is None or is_url(given) or Path(given).exists() or rel is None:
             return given
+        if is_url(rel):
+            return rel
         here = self.path if self.path.is_dir() else self.path.parent
         found = os.path.normpath(here / rel)
         return found if Path(found).exists() else given
@@ -291,13 +295,14 @@ def write_subset(
         size=b,
         n_ground=n,
         store={
-            "path": str(store.path),
+            "path": display(store.path),
             # the same store seen from the subset directory: found from any working directory
-            "path_from_subset": os.path.relpath(Path(store.path).resolve(), path.resolve()),
+            "path_from_subset": _path_from_subset(store.path, path),
             "fingerprint": str(store.fingerprint),
             "corpus_fingerprint": smf.get("corpus_fingerprint"),
             "model": smf.get("model"),
             "dim": int(store.dim),
+            **({"ids": smf["ids"]} if smf.get("ids") else {}),  # where the store's ids came from
         },
         versions={**dict(manifest.get("versions") or {}), **library_versions()},
     )
@@ -306,7 +311,7 @@ def write_subset(
     manifest_obj = strict_json(out_manifest)
     dumps_json(manifest_obj)
 
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite) as tmp:  # published last when ``path`` mirrors a URL
         pq.write_table(table, tmp / TABLE_FILE, **_PARQUET_KW)
         for name, extra in (extra_tables or {}).items():
             if Path(name).name != name or name in (TABLE_FILE, MANIFEST_FILE, STATS_FILE, SUCCESS):
@@ -318,8 +323,9 @@ def write_subset(
         st = dict(stats or {})
         st.setdefault("write_seconds", time.perf_counter() - t0)
         (tmp / STATS_FILE).write_text(dumps_json(st), encoding="utf-8")
-    logger.info("wrote subset of %d / %d samples to %s", b, n, path)
+    logger.info("wrote subset of %d / %d samples to %s", b, n, display(path))
     return path
+
 
 
 # ------------------------------------------------------------------------------ read
@@ -401,7 +407,7 @@ def read_subset(path: str | Path, store: Any = None, verify: bool | None = None)
     >>> sub = read_subset("runs/subset")            # doctest: +SKIP
     >>> sub.indices[:3], sub.manifest["certificate"]["ratio"]   # doctest: +SKIP
     """
-    path = Path(path)
+    path = local_copy(path, "subset", SubsetError)  # a URL: its mirror (changed files fetched; no _SUCCESS: refused)
     where, table_file, manifest_file = _locate(path)
     try:
         manifest = read_json(manifest_file)
