@@ -20,6 +20,7 @@ _LAZY = {
     "majority_baseline": "subsetlm.evaluate.task",
     "Classifier": "subsetlm.evaluate.models", "PromptScorer": "subsetlm.evaluate.models",
     "half_depth_student": "subsetlm.evaluate.models",
+    "LabelWords": "subsetlm.evaluate.label_words", "choose_label_words": "subsetlm.evaluate.label_words",
     "FitConfig": "subsetlm.evaluate.methods", "fit": "subsetlm.evaluate.methods", "kd_loss": "subsetlm.evaluate.methods",
 }
 

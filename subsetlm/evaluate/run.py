@@ -10,9 +10,13 @@ Methods
 -------
 finetune  fresh linear head on the pooled backbone ([CLS] / mean for encoders, last real
           token for GPT-2), everything trained.
-prompt    prompt-based fine-tuning: a cloze template, one verbalizer token per label, scored
-          by the MLM head (encoders) or the next-token distribution (GPT-2); ``steps=0``
-          would be zero-shot.
+prompt    prompt-based fine-tuning: a cloze template, one label word per label, scored by
+          the MLM head (encoders) or the next-token distribution (GPT-2) — or whole label
+          names scored by the mean log-probability of their tokens; ``steps=0`` would be
+          zero-shot. ``label_words`` chooses the words (:mod:`subsetlm.evaluate.label_words`:
+          each label's own word from its name, else searched on the training set, LM-BFF
+          style; or ``multi-token``); ``verbalizer`` overrides it per label. Every run
+          records its words (``label_words`` in RESULTS.json, under ``teacher`` for distill).
 distill   a teacher (``--teacher finetune|prompt``: the model itself adapted that way; or
           ``--teacher RUN[:finetune|:prompt]``: another run) labels the training texts; a
           student (the half-depth copy of the model when the teacher is the model itself, else
@@ -43,6 +47,7 @@ import numpy as np
 
 from subsetlm._device import resolve_device
 from subsetlm._stage import Output, Stage, check_out, identity
+from subsetlm.evaluate.label_words import MODES as WORD_MODES
 from subsetlm.evaluate.methods import FitConfig, fit, metrics, predict_logits
 from subsetlm.evaluate.task import few_shot, majority_baseline
 from subsetlm.runs import model_dir
@@ -58,7 +63,10 @@ class EvalConfig:
     """Configuration of ``subsetlm eval`` (one field per flag).
 
     train_sizes : list of sizes, ``"all"`` for the whole train split.
-    verbalizer : ``{label: word}`` for prompting (default: each label's first word), or a
+    label_words : how prompting picks each label's word(s): ``auto`` (a word of the label's
+        own name, else searched on the training set), ``name``, ``search`` or
+        ``multi-token`` (whole label names); see :mod:`subsetlm.evaluate.label_words`.
+    verbalizer : ``{label: word}`` overriding ``label_words`` for the labels it names, or a
         list of ``"LABEL=WORD"`` strings (``--verbalizer``), turned into that dict.
     """
 
@@ -74,6 +82,7 @@ class EvalConfig:
     pooling: str = "auto"
     template: str | None = None
     verbalizer: dict[str, str] | list[str] | None = None
+    label_words: str = "auto"
     lr: float = 3e-4
     batch_size: int = 16
     epochs: int = 10
@@ -107,24 +116,37 @@ class EvalConfig:
             model_dir(self.model)
         if self.method == "distill" and not self.teacher:
             raise ValueError("--method distill needs --teacher finetune|prompt|RUN[:finetune|:prompt]")
+        if self.label_words not in WORD_MODES:
+            raise ValueError(f"--label-words {self.label_words!r}; choose one of: {', '.join(WORD_MODES)}")
         for s in self.train_sizes:
             if s != "all" and (not str(s).isdigit() or int(s) < 1):
                 raise ValueError(f"train size {s!r}; expected a positive integer or 'all'")
 
+    def prompted(self) -> bool:
+        """Whether a prompt model is trained (prompt, or distill from a prompt teacher)."""
+        return self.method == "prompt" or (self.method == "distill" and str(self.teacher).split(":")[-1] == "prompt")
+
 
 def _adapt(kind: str, run: str, task: Task, train, cfg: EvalConfig, fc: FitConfig, seed: int):
-    """Build and fit a finetuned Classifier or a PromptScorer on ``train``; returns (model, log)."""
+    """Build and fit a finetuned Classifier or a PromptScorer on ``train``; returns (model, log).
+
+    A PromptScorer's label words are chosen on ``train`` (when searched); the log records them.
+    """
     import torch
 
     from subsetlm.evaluate.models import Classifier, PromptScorer
 
     torch.manual_seed(seed)
     if kind == "prompt":
-        model = PromptScorer.from_run(run, task.labels, template=cfg.template, verbalizer=cfg.verbalizer)
+        model = PromptScorer.from_run(run, task.labels, template=cfg.template, verbalizer=cfg.verbalizer,
+                                      label_words=cfg.label_words, train_texts=train.texts, train_labels=train.labels,
+                                      device=fc.device)
     else:
         model = Classifier.from_run(run, len(task.labels), pooling=cfg.pooling)
     info = fit(model, train.texts, train.labels, task.validation.texts, task.validation.labels, len(task.labels),
                fc, seed)
+    if kind == "prompt":
+        info["label_words"] = model.label_words.as_dict()
     return model, info
 
 
@@ -151,6 +173,8 @@ def _one(cfg: EvalConfig, task: Task, size: int | None, seed: int, fc: FitConfig
     extra: dict[str, Any] = {}
     if cfg.method in ("finetune", "prompt"):
         model, info = _adapt(cfg.method, cfg.model, task, train, cfg, fc, seed)
+        if "label_words" in info:
+            extra["label_words"] = info["label_words"]
     else:
         t_run, t_how, itself = _teacher(cfg)
         teacher, t_info = _adapt(t_how, t_run, task, train, cfg, fc, seed)
@@ -161,6 +185,8 @@ def _one(cfg: EvalConfig, task: Task, size: int | None, seed: int, fc: FitConfig
         t_pred = predict_logits(teacher, test.texts, device=fc.device).argmax(1)
         extra["teacher"] = {"run": t_run, "method": t_how, "parameters": n_parameters(teacher),
                             **metrics(test.labels, t_pred, len(task.labels))}
+        if "label_words" in t_info:
+            extra["teacher"]["label_words"] = t_info["label_words"]
         torch.manual_seed(seed)
         base = Classifier.from_run(cfg.model, len(task.labels), pooling=cfg.pooling)
         model = half_depth_student(base, len(task.labels)) if itself else base
@@ -183,6 +209,18 @@ def _stats(rows: list[dict]) -> dict:
     return out
 
 
+def _words_summary(runs: dict[str, list[dict]]) -> dict | None:
+    """RESULTS.json's top-level ``label_words``: the runs' choice when they all agree (else per run only)."""
+    got = [r.get("label_words") or r.get("teacher", {}).get("label_words") for rs in runs.values() for r in rs]
+    got = [g for g in got if g]
+    if not got:
+        return None
+    if all(g == got[0] for g in got):
+        return got[0]
+    return {"method": got[0]["method"], "words": None, "source": None,
+            "note": "chosen per run (searched on each training set): see each run's label_words"}
+
+
 def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
     """Run ``subsetlm eval``; writes ``cfg.out`` (JSON, atomically; none when empty) and returns the results.
 
@@ -192,7 +230,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
     from subsetlm import _io
 
     cfg.validate()
-    config = identity(cfg)
+    config = identity(cfg, drop=() if cfg.prompted() else ("label_words",))  # old non-prompt results still match
     out = Output(Path(cfg.out), config, what="evaluation", kind="file") if cfg.out else None
     if out is not None and out.up_to_date(cfg.force):
         return _io.read_json(out.path)
@@ -222,6 +260,9 @@ def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
                "majority_baseline": majority_baseline(task),
                "results": {s: {**_stats(rs), "runs": rs} for s, rs in runs.items()},
                "config": config}
+    words = _words_summary(runs)
+    if words is not None:
+        results["label_words"] = words
     if out is not None:
         out.write_json(results)
     return results
@@ -243,6 +284,9 @@ def summary(path: str | Path) -> str:
     lines = [f"{res['method']} train={size}: accuracy {r['accuracy']['mean']:.4f} ± {r['accuracy']['std']:.4f}, "
              f"macro-F1 {r['macro_f1']['mean']:.4f} ± {r['macro_f1']['std']:.4f} over {len(r['runs'])} seeds"
              for size, r in res["results"].items()]
+    words = res.get("label_words")
+    if words and words.get("words"):
+        lines.append(f"label words ({words['method']}): " + ", ".join(f"{k}={v}" for k, v in words["words"].items()))
     lines.append(f"majority baseline ({base['label']}): accuracy {base['accuracy']:.4f}, macro-F1 "
                  f"{base['macro_f1']:.4f}; wrote {path}")
     return "\n".join(lines)

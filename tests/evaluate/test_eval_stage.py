@@ -13,6 +13,8 @@ from subsetlm.evaluate.run import STAGE, EvalConfig, evaluate_model, run_eval, s
 def _old_config(cfg: EvalConfig) -> dict:
     """What RESULTS.json recorded as ``config`` before the stage contract (kept: old results stay comparable)."""
     d = {k: v for k, v in asdict(cfg).items() if k not in ("force", "device", "out")}
+    if not cfg.prompted():  # label_words came later; only configs that prompt record it
+        d.pop("label_words")
     return json.loads(json.dumps(d, sort_keys=True))
 
 

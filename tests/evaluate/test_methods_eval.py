@@ -57,8 +57,8 @@ def test_eval_cli_writes_results_skips_and_refuses(tmp_path, bert_run, task_file
     assert main(args) == 0 and out.stat().st_mtime_ns == mtime  # same config: skipped
     assert main([*args[:-3], "--max-steps", "31", "--out", str(out), "-q"]) == 2  # different config: refused
     assert main(["eval", "--model", str(bert_run), "--task", str(task_file), "--method", "prompt",
-                 "--verbalizer", "cardio=heart", "--out", str(tmp_path / "p.json"), "-q"]) == 2
-    assert "no word for labels" in capsys.readouterr().err
+                 "--verbalizer", "cardio=heart", "onco=heart", "--out", str(tmp_path / "p.json"), "-q"]) == 2
+    assert "map to the same token 'heart'" in capsys.readouterr().err
     assert main(["eval", "--model", str(bert_run), "--task", str(task_file), "--method", "distill",
                  "--out", str(tmp_path / "d.json"), "-q"]) == 2
     assert "--teacher" in capsys.readouterr().err
