@@ -148,7 +148,7 @@ def pubmed_embeddings(path: Path, n: int = 20000, partial: bool = False) -> tupl
     if is_complete(store_dir):
         store = EmbeddingStore.open(store_dir)
         m = min(n, store.n)
-        X = np.asarray(store.embeddings[:m], dtype=np.float32)
+        X = np.array(store.embeddings[:m], dtype=np.float32)  # a copy: the store is read-only
         meta = {"store_rows": int(store.n), "model": str(store.manifest.get("model", "minilm"))}
     else:
         # an embed run stopped early: its finished shards (STORE.tmp/shards/NNNNN.npy +

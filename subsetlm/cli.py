@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", default=None, help="corpus files/folders (.jsonl[.gz|.zst], .parquet, .txt folder, "
                    "HF save_to_disk folder) or source names: pubmed, sotu")
     p.add_argument("--out", help="store directory to write (required)")
-    p.add_argument("--model", help="embedder: minilm | hashing | hf:PATH")
+    p.add_argument("--model", help="embedder: minilm | static (MiniLM distilled to token vectors; pip install "
+                   "'subsetlm[static]') | hashing | hf:PATH")
     p.add_argument("--text-field", dest="text_field", help="corpus files: the text field")
     p.add_argument("--id-field", dest="id_field", help=_ID_FIELD_HELP)
     p.add_argument("--max-tokens", dest="max_tokens", type=int, help="chunk documents into samples of at most N "
@@ -90,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="neighbours per sample, itself included")
     p.add_argument("--kind", choices=["auto", "flat", "ivf", "ivfpq", "hnsw"],
                    help="FAISS index; auto: exact up to 50,000 samples, IVF beyond (IVF-PQ when memory is short)")
-    p.add_argument("--graph-method", dest="graph_method", choices=["auto", "join", "search"],
-                   help="join: IVF self-join, neighbouring lists against each other in BLAS (CPU; much "
-                   "faster, recall depends on how clustered the data is); auto/search: FAISS search")
+    p.add_argument("--graph-method", dest="graph_method", choices=["auto", "blocked", "join", "search"],
+                   help="blocked: all pairs in bfloat16 blocks, candidates re-scored exactly (CPU, torch; "
+                   "exact quality); join: IVF self-join, neighbouring lists against each other in BLAS (CPU; "
+                   "much faster, recall depends on how clustered the data is); search: FAISS search; auto: "
+                   "blocked where estimated faster, else search")
     p.add_argument("--nprobe", type=int, help="IVF lists searched per query (default: chosen from n)")
     p.add_argument("--nlist", type=int, help="IVF lists (default: about 4 sqrt(n))")
     p.add_argument("--ef-search", dest="ef_search", type=int, help="HNSW search depth (default: max(128, 4 k))")
@@ -272,8 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "GPT-2")
     p.add_argument("--template", help="prompt template with {text} and {mask} (default: '{text} Topic: {mask}.', "
                    "GPT-2 '{text} Topic:{mask}')")
-    p.add_argument("--verbalizer", nargs="+", metavar="LABEL=WORD", help="one single-token word per label "
-                   "(default: each label's first word)")
+    p.add_argument("--verbalizer", nargs="+", metavar="LABEL=WORD", help="prompt: the word for each label named "
+                   "(one token; with --label-words multi-token any phrase), overriding --label-words for those "
+                   "labels (default: none)")
+    p.add_argument("--label-words", dest="label_words", choices=["auto", "name", "search", "multi-token"],
+                   help="prompt: how each label's word is chosen: auto = a word of the label's own name that no other "
+                   "label shares, else searched on the training set | name | search (LM-BFF: the tokens the LM "
+                   "finds likeliest for the label's examples vs the others') | multi-token (whole label names, mean "
+                   "token log-probability)")
     p.add_argument("--lr", type=float, help="fine-tuning learning rate")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="training examples per step")
     p.add_argument("--max-steps", dest="max_steps", type=int, help="most steps per training run (10 epochs, at "

@@ -10,8 +10,9 @@ sets the search parameters. ``kind="auto"`` chooses
   ``IndexIVFFlat`` with ``ivf_storage="float32"``).
 
 ``hnsw`` (``IndexHNSWFlat``) is used only on request. ``knn_graph`` (every row's
-neighbours) can instead use the IVF self-join (``graph_method="join"``, see
-:func:`resolve_graph_params` and ``ivf_join``).
+neighbours) can instead use the blocked bfloat16 method (``graph_method="blocked"``, also
+what ``auto`` picks on CPU where it is estimated faster; see ``blocked``) or the IVF
+self-join (``graph_method="join"``, see :func:`resolve_graph_params` and ``ivf_join``).
 
 Example
 -------
@@ -40,6 +41,7 @@ from ._arrays import as_f32_block, check_matrix, sample_rows, take_f32, warn_if_
 logger = logging.getLogger(__name__)
 
 KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+GRAPH_METHODS = ("auto", "blocked", "join", "search")
 
 
 @dataclass
@@ -82,16 +84,24 @@ class IndexConfig:
         How ``ivf`` stores vectors: ``fp16`` (``IndexIVFScalarQuantizer`` QT_fp16: half the
         memory, lossless for float16 stores; other inputs are rounded to float16) or
         ``float32`` (``IndexIVFFlat``).
-    graph_method : {"auto", "join", "search"}
-        How ``knn_graph`` uses ``kind="ivf"``: ``search`` (FAISS IVF search of every row) or
-        ``join`` (IVF self-join: one BLAS product per pair of neighbouring lists, see
-        ``ivf_join``; exact similarities, CPU only). ``auto`` = ``search``.
+    graph_method : {"auto", "blocked", "join", "search"}
+        How ``knn_graph`` finds the neighbours. ``blocked`` (CPU): every row against every
+        row in blocked bfloat16 products, k + 16 candidates per row re-scored exactly (see
+        ``blocked``; exact quality, recall measured). ``search``: FAISS search of every row
+        in the index ``kind`` gives. ``join`` (``kind="ivf"``): IVF self-join, one BLAS
+        product per pair of neighbouring lists (see ``ivf_join``; exact similarities, CPU
+        only). ``auto``: with ``kind="auto"`` on CPU, ``blocked`` where its estimated time
+        (torch's import included) beats FAISS's exact or IVF search
+        (``blocked.estimate_seconds``), else ``search``; with another kind, ``search``.
         ``join`` with ``kind="auto"`` joins at any n (unset nlist / nprobe / train_size:
         round(sqrt n) / 4 / 32 rows per list). It is faster than exact search, but its recall
         depends on how clustered the data is: far lower on MiniLM embeddings of PubMed than
         on clustered synthetic data, with a lower facility-location objective of the
         selected subset (``benchmarks/selection.py``, the subsetlm-join rows of
         docs/benchmarks.md, section selection); so it is opt-in.
+    precision : {"auto", "bf16", "fp32"}
+        Product dtype of ``graph_method="blocked"``: ``auto`` = bf16 where the CPU has
+        ``avx512_bf16`` / ``amx_bf16``, else fp32.
     """
 
     kind: str = "auto"
@@ -109,13 +119,17 @@ class IndexConfig:
     flat_max: int = 50_000
     ivf_storage: str = "fp16"
     graph_method: str = "auto"
+    precision: str = "auto"
 
     def validate(self) -> "IndexConfig":
         """Raise ValueError naming the offending field; return self."""
         if self.kind not in KINDS:
             raise ValueError(f"IndexConfig.kind={self.kind!r}; expected one of {', '.join(KINDS)}.")
-        if self.graph_method not in ("auto", "join", "search"):
-            raise ValueError(f"IndexConfig.graph_method={self.graph_method!r}; expected 'auto', 'join' or 'search'.")
+        if self.graph_method not in GRAPH_METHODS:
+            raise ValueError(f"IndexConfig.graph_method={self.graph_method!r}; expected one of "
+                             f"{', '.join(GRAPH_METHODS)}.")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"IndexConfig.precision={self.precision!r}; expected 'auto', 'bf16' or 'fp32'.")
         if self.ivf_storage not in ("fp16", "float32"):
             raise ValueError(f"IndexConfig.ivf_storage={self.ivf_storage!r}; expected 'fp16' or 'float32'.")
         if self.use_gpu not in ("auto", True, False):
@@ -159,9 +173,21 @@ def resolve_graph_params(n: int, d: int, cfg: IndexConfig) -> dict:
     IVF params get ``graph_method`` (``join`` or ``search``). ``graph_method="join"`` with
     ``kind="auto"`` or ``"ivf"`` joins (CPU only, any n); unset ``nlist`` / ``nprobe`` /
     ``train_size`` then default to round(sqrt n) / 4 / 32 rows per list.
+    ``graph_method="blocked"`` (``kind`` auto or flat; CPU) gives ``kind="blocked"`` with the
+    resolved ``precision`` and ``margin``; ``auto`` picks it by estimated time (:func:`_auto_blocked`).
     """
     cfg.validate()
     method = cfg.graph_method
+    if method == "blocked" and cfg.kind in ("auto", "flat"):
+        if cfg.use_gpu is True:
+            raise ValueError("IndexConfig.graph_method='blocked' runs on CPU only, but use_gpu=True. "
+                             "Fix: use_gpu='auto'/False, or graph_method='auto' for a FAISS GPU search.")
+        return _blocked_params(n, d, cfg)
+    if method == "blocked":
+        raise ValueError(f"IndexConfig.graph_method='blocked' compares every pair of rows; kind={cfg.kind!r} "
+                         f"is an approximate index. Fix: kind='auto' (or 'flat') with graph_method='blocked'.")
+    if method == "auto" and cfg.kind == "auto" and _auto_blocked(n, d, cfg):
+        return _blocked_params(n, d, cfg)
     if method == "join" and cfg.kind in ("auto", "ivf"):
         if cfg.use_gpu is True:
             raise ValueError("IndexConfig.graph_method='join' runs on CPU only, but use_gpu=True. "
@@ -177,6 +203,40 @@ def resolve_graph_params(n: int, d: int, cfg: IndexConfig) -> dict:
     elif p["kind"] == "ivf":
         p["graph_method"] = "search"
     return p
+
+
+def _blocked_params(n: int, d: int, cfg: IndexConfig) -> dict:
+    """``partition``: ``none`` (all pairs) up to ``blocked.IVF_MIN_ROWS``, ``ivf`` beyond (probes chosen
+    for recall 0.99 on a sample, ``ivf_blocked``; it compares all pairs when they would cover most)."""
+    from .blocked import IVF_MIN_ROWS, MARGIN, resolve_precision  # noqa: PLC0415 - no torch import
+
+    p = {"kind": "blocked", "n": int(n), "d": int(d), "graph_method": "blocked",
+         "precision": resolve_precision(cfg.precision), "margin": MARGIN,
+         "partition": "ivf" if n > IVF_MIN_ROWS else "none"}
+    if p["partition"] == "ivf":
+        p.update(target_recall=0.99, seed=int(cfg.seed))
+    return p
+
+
+def _auto_blocked(n: int, d: int, cfg: IndexConfig) -> bool:
+    """``auto`` on CPU: True when the blocked method is estimated faster than the FAISS choice.
+
+    Never on a GPU, without torch, or when IVF-PQ is chosen for memory (the blocked method
+    keeps a bfloat16 copy of every row). Counts torch's import when it is not yet imported,
+    so small graphs stay on FAISS (no torch in the process).
+    """
+    from . import blocked  # noqa: PLC0415 - no torch import
+
+    if cfg.use_gpu is True or not blocked.torch_available():
+        return False
+    p = resolve_params(n, d, dataclasses.replace(cfg, kind="auto"))
+    if p["kind"] == "ivfpq":
+        return False
+    prec = blocked.resolve_precision(cfg.precision)
+    t_blocked = blocked.estimate_seconds("blocked", n, d, cfg.k, cfg.n_threads, precision=prec)
+    extra = {f: p[f] for f in ("nlist", "nprobe", "train_size") if f in p}
+    t_faiss = blocked.estimate_seconds("flat" if p["kind"] == "flat" else "ivf", n, d, cfg.k, cfg.n_threads, **extra)
+    return t_blocked < t_faiss and not (cfg.use_gpu == "auto" and num_gpus() > 0)  # (faiss imported last)
 
 
 def _memory_budget_bytes(cfg: IndexConfig) -> float:

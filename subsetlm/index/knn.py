@@ -163,14 +163,19 @@ def rebuild_hint(path: Path) -> str:
                 f"(or pass --no-verify to skip this check)")
     return "rebuild it (KNNGraph.save with overwrite=True), or pass verify=False to skip this check"
 
-def _fix_rows(I: np.ndarray, D: np.ndarray, start: int, self_sim: np.ndarray):
+def _fix_rows(I: np.ndarray, D: np.ndarray, start, self_sim: np.ndarray):
     """Insert self where missing (replacing the last neighbour), sort rows, zero missing sims.
+
+    The rows are ``start, start + 1, ...``, or the ids in ``start`` when it is an array.
 
     Order within a row: decreasing similarity, self first among ties, then smaller id;
     missing (-1) last.
     """
     b, k = I.shape
-    rows = np.arange(start, start + b, dtype=np.int64)[:, None]
+    if np.ndim(start):  # the rows' own ids, when they are not start, start + 1, ...
+        rows = np.asarray(start, dtype=np.int64)[:, None]
+    else:
+        rows = np.arange(start, start + b, dtype=np.int64)[:, None]
     is_self = I == rows
     missing_self = ~is_self.any(axis=1)
     if missing_self.any():
@@ -370,7 +375,9 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
     k : int, optional
         Neighbours per row (self included); default ``cfg.k`` (32). Must be in ``1..n``.
     cfg : IndexConfig, optional
-        Index choice (``auto``: exact below 50k rows, IVF beyond) and parameters.
+        Index choice and parameters. ``auto``: on CPU, the blocked bfloat16 method
+        (``graph_method="blocked"``) where it is estimated faster (it imports torch), else
+        exact FAISS search up to 50k rows and FAISS IVF beyond; on GPU, FAISS.
     progress : bool
         tqdm bars over the add and search blocks.
     executor : optional ``run(func, tasks) -> results`` (the Ray backend's): the index is
@@ -408,7 +415,24 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
     t0 = time.perf_counter()
     with faiss_threads(cfg.n_threads):
         p = resolve_graph_params(n, X.shape[1], cfg)
-        if p.get("graph_method") == "join":
+        if p["kind"] == "blocked" and p["partition"] == "ivf":
+            from .ivf_blocked import ivf_blocked_knn  # noqa: PLC0415 - imports torch
+
+            neighbors, sims, info = ivf_blocked_knn(X, k, target_recall=p["target_recall"], nlist=cfg.nlist,
+                                                    seed=cfg.seed, precision=p["precision"], margin=p["margin"],
+                                                    n_threads=cfg.n_threads, progress=progress)
+            n_inserted = info.pop("self_inserted")
+            p.update(info, device="cpu")
+            t_build = 0.0
+        elif p["kind"] == "blocked":
+            from .blocked import blocked_knn  # noqa: PLC0415 - imports torch
+
+            neighbors, sims, info = blocked_knn(X, k, precision=p["precision"], margin=p["margin"],
+                                                n_threads=cfg.n_threads, seed=cfg.seed, progress=progress)
+            n_inserted = info.pop("self_inserted")
+            p.update(info, device="cpu")
+            t_build = 0.0
+        elif p.get("graph_method") == "join":
             if executor is not None:
                 logger.info("the IVF join runs here, not on the executor (%d rows); "
                             "--graph-method search distributes the search", n)

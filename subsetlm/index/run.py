@@ -35,7 +35,9 @@ class IndexRunConfig:
     k : neighbours per sample, itself included.
     kind : ``auto`` (exact up to 50,000 samples, IVF beyond, IVF-PQ when memory is short),
         ``flat``, ``ivf``, ``ivfpq``, ``hnsw``.
-    graph_method : ``auto``/``search`` (FAISS search) or ``join`` (IVF self-join, CPU).
+    graph_method : ``search`` (FAISS search), ``blocked`` (all pairs in bfloat16 blocks, re-scored
+        exactly; CPU, torch), ``join`` (IVF self-join, CPU) or ``auto`` (blocked where estimated
+        faster, else search).
     nprobe, nlist, ef_search : approximate-index settings (None: chosen from n).
     partitions : also fit P k-means partitions (P > 1); ``partitions_only``: only those.
     use_gpu : ``auto`` | ``yes`` | ``no``.

@@ -69,6 +69,11 @@ def _config_key(cfg: IndexConfig, n: int, d: int) -> dict:
     p = resolve_graph_params(n, d, dataclasses.replace(cfg, k=k))
     if p["kind"] == "flat":
         return {"kind": "flat", "k": int(cfg.k)}
+    if p["kind"] == "blocked":  # all pairs: only the products' dtype and the margin; IVF lists: + seed, nlist
+        key = {"kind": "blocked", "k": int(cfg.k), "precision": p["precision"], "margin": p["margin"]}
+        if p["partition"] == "ivf":
+            key.update(partition="ivf", seed=cfg.seed, nlist=cfg.nlist, target_recall=p["target_recall"])
+        return key
     return {f: getattr(cfg, f) for f in _RESULT_FIELDS}
 
 
@@ -123,10 +128,11 @@ def build_store_graph(store, cfg: IndexConfig | None = None, progress: bool = Fa
     t0 = time.perf_counter()
     graph = knn_graph(store.embeddings, cfg.k, cfg, progress=progress, executor=executor)
     t_graph = time.perf_counter() - t0
-    recall = None
-    if graph.params.get("kind") != "flat" and recall_queries > 0:
+    recall = graph.params.get("recall")  # the blocked method measures it while it builds
+    if recall is None and graph.params.get("kind") != "flat" and recall_queries > 0:
         recall = estimate_recall(store.embeddings, graph, n_queries=min(recall_queries, graph.n), seed=cfg.seed)
         graph.params["recall"] = round(recall, 4)
+        graph.params["recall_queries"] = int(min(recall_queries, graph.n))
         logger.info("estimated recall@%d = %.4f on %d rows", cfg.k, recall, min(recall_queries, graph.n))
         if recall < 0.9:
             logger.warning("kNN graph recall@%d is only %.3f; raise --nprobe (now %s) or --ef-search, "

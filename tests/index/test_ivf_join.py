@@ -107,7 +107,10 @@ def test_join_names_a_nan_row():
 
 
 @pytest.mark.parametrize("n, kind, method", [(50_000, "flat", None), (50_001, "ivf", "search")])
-def test_auto_graph_choice_is_build_index_choice(n, kind, method):
+def test_auto_graph_choice_is_build_index_choice(n, kind, method, monkeypatch):
+    from subsetlm.index import blocked
+
+    monkeypatch.setattr(blocked, "torch_available", lambda: False)  # (with torch: tests/index/test_blocked.py)
     p = resolve_graph_params(n, 384, IndexConfig(use_gpu=False, memory_gb=64))
     assert p["kind"] == kind and p.get("graph_method") == method
 
