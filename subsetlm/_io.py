@@ -26,7 +26,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from subsetlm._remote import SUCCESS, cache_root  # noqa: F401  (re-exported: SUCCESS is defined once, there)
+from subsetlm._remote import SUCCESS, cache_root, sha256_stream  # noqa: F401  (re-exported: SUCCESS is defined once, there)
 
 logger = logging.getLogger(__name__)
 
@@ -371,14 +371,8 @@ def output_lock(dest: Path, *, wait: bool = False) -> Iterator[None]:
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     """Hex SHA-256 of a file's bytes, streamed."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+        return sha256_stream(fh, chunk)
 
 
 def hash_unit(seed: int, key: str) -> float:

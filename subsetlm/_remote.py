@@ -194,13 +194,18 @@ def as_path(s: Any) -> Any:
     return Path(local_or_url(s)).expanduser()
 
 
+def sha256_stream(fh: Any, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of what a binary file object yields from its position to the end, read in chunks."""
+    h = hashlib.sha256()
+    while True:
+        b = fh.read(chunk)
+        if not b:
+            break
+        h.update(b)
+    return h.hexdigest()
+
+
 def sha256(path: RemotePath, chunk: int = 1 << 22) -> str:
     """Hex SHA-256 of a remote file's bytes, streamed (what :func:`subsetlm._io.sha256_file` is locally)."""
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+        return sha256_stream(fh, chunk)
