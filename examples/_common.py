@@ -90,7 +90,7 @@ def heldout_loss(model: Any, tokenizer: Any, texts: Sequence[str], *, seq_len: i
             total += float(model(**b).loss) * n
             count += n
     model.train(was)
-    return total / max(count, 1) if count else math.nan
+    return total / count if count else math.nan
 
 
 def write_result(out: Path, result: dict) -> Path:

@@ -203,7 +203,7 @@ def test_retrieve_from_a_corpus_url_to_a_subset_url(mem, tmp_path):
     out = retrieve(RetrieveConfig(corpus=[f"{url}/corpus.jsonl"], task=str(task), out=f"{url}/ret", k=3))
     assert "provenance.parquet" in _files(fs, f"{url}/ret") and "_SUCCESS" in _files(fs, f"{url}/ret")
     sub = read_subset(f"{url}/ret")
-    assert set(sub.ids.tolist()) <= {d["id"] for d in DOCS}  # the corpus's own ids, without --id-field
+    assert sub.size > 0 and set(sub.ids.tolist()) <= {d["id"] for d in DOCS}  # the corpus's own ids, without --id-field
     assert sub.manifest["store"]["ids"] == {"rule": "auto", "source": "field", "field": "id"}
     assert sub.manifest["store"]["path"] == f"{url}/corpus.jsonl"
     assert read_provenance(f"{url}/ret").num_rows == sub.size
@@ -215,3 +215,11 @@ def test_train_refuses_an_output_url():
 
     with pytest.raises(ValueError, match="must be a local directory"):
         run_output(TrainRunConfig(out="memory://bkt/run"))
+
+
+def test_an_inspect_plot_at_a_url_is_uploaded(mem, tmp_path):
+    fs, url = mem
+    assert _embed(f"{url}/corpus.jsonl", str(tmp_path / "store")) == 0
+    assert _select(str(tmp_path / "store"), str(tmp_path / "sub")) == 0
+    assert main(["inspect", str(tmp_path / "sub"), "--plot", f"{url}/plots/coverage.png", "-q"]) == 0
+    assert fs.cat(f"{url.split('://', 1)[1]}/plots/coverage.png")[:8] == b"\x89PNG\r\n\x1a\n"

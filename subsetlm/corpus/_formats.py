@@ -35,31 +35,24 @@ def _remote(path: Any) -> bool:
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed (.gz, .zst); a local path or a RemotePath (fsspec) alike."""
     name = path.name.lower()
     try:
-        if _remote(path):  # fsspec: the same decompression over the remote file object
-            raw = path.open("rb")
-            if name.endswith(".gz"):
-                gz = gzip.GzipFile(fileobj=raw, mode="rb")
-                gz.myfileobj = raw  # closed with the GzipFile
-                return gz  # type: ignore[return-value]
-            if name.endswith(".zst"):
-                return io.BufferedReader(_ZstdFrames(raw), buffer_size=1 << 20)
-            return raw  # type: ignore[return-value]
+        raw = path.open("rb")
         if name.endswith(".gz"):
-            return gzip.open(path, "rb")  # type: ignore[return-value]
+            gz = gzip.GzipFile(fileobj=raw, mode="rb")
+            gz.myfileobj = raw  # closed with the GzipFile
+            return gz  # type: ignore[return-value]
         if name.endswith(".zst"):
-            return io.BufferedReader(_ZstdFrames(open(path, "rb")), buffer_size=1 << 20)
-        return open(path, "rb")
+            return io.BufferedReader(_ZstdFrames(raw), buffer_size=1 << 20)
+        return raw  # type: ignore[return-value]
     except OSError as e:
         raise CorpusError(f"{path}: cannot open ({e.strerror or e}); check the path and its permissions") from e
 
 
 def _parquet_schema(path: Path) -> pa.Schema:
-    if _remote(path):
-        with path.open("rb") as fh:
-            return pq.read_schema(fh)
-    return pq.read_schema(path)
+    with path.open("rb") as fh:  # a local path or a RemotePath alike
+        return pq.read_schema(fh)
 
 
 @contextlib.contextmanager

@@ -231,10 +231,9 @@ class PromptScorer(nn.Module):
         return {"input_ids": ids, "attention_mask": att, "positions": torch.tensor(pos, dtype=torch.long)}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if not self.multi_token:
-            logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, L, V)
-            at = logits[torch.arange(len(positions), device=logits.device), positions]  # (B, V)
-            return at[:, self.label_ids]
+        if not self.multi_token:  # the head at the prompt position only, not a (B, L, V) tensor
+            rows = torch.arange(len(positions), device=input_ids.device)
+            return _logits_at(self.lm, input_ids, attention_mask, rows, positions)[:, self.label_ids]
         B, (C, K) = len(positions), self.label_tokens.shape
         dev = input_ids.device
         per = len(input_ids) // B  # rows per text: C (GPT-2) or the distinct label lengths (encoders)

@@ -231,7 +231,7 @@ def evaluate_model(cfg: EvalConfig, progress: bool = False) -> dict:
 
     cfg.validate()
     config = identity(cfg, drop=() if cfg.prompted() else ("label_words",))  # old non-prompt results still match
-    out = Output(Path(cfg.out), config, what="evaluation", kind="file") if cfg.out else None
+    out = Output(check_out(cfg.out), config, what="evaluation", kind="file") if cfg.out else None  # a URL: its mirror
     if out is not None and out.up_to_date(cfg.force):
         return _io.read_json(out.path)
     task = load_task(cfg.task, text_field=cfg.text_field, label_field=cfg.label_field)

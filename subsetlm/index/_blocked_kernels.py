@@ -4,15 +4,11 @@ The low-precision product block arrives as the raw bits of its scores: bfloat16 
 int16, or float32 viewed as int32. ``key(v) = v ^ ((v >> 31) & mask)`` maps those bits to an
 integer of the same order as the floats they encode (non-negative floats keep their bits;
 negative ones have the magnitude bits flipped), so the per-row filter is integer work that
-LLVM vectorises: the max key of a chunk of 64 scores is compared with the row's current
+LLVM vectorises: the max key of a chunk of ``width`` scores (``blocked.CHUNK``) is compared with the row's current
 k'-th best, and only a chunk that beats it is looked at score by score (a bounded heap per
 row, worst kept at the root, :mod:`subsetlm._heap`). Ties order by the smaller column id,
 so the kept set does not depend on the order blocks come in.
 
-:func:`exact_dots_rows` computes the same float64 sums as :func:`~subsetlm.index._topk.exact_dots`
-(same order of the additions per candidate, so the same bits) but runs across a row's
-candidates in the inner loop, which the CPU pipelines and LLVM vectorises: one accumulator
-per candidate instead of one latency-bound chain after another.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ from numba import njit
 from subsetlm._heap import sift_down
 
 _KEY_MIN = np.int32(-(2**31))  # the key of an empty heap slot: below every finite score's key
-_CHUNK = 64
 
 
 @njit(cache=True, inline="always")

@@ -229,7 +229,7 @@ def _auto_blocked(n: int, d: int, cfg: IndexConfig) -> bool:
 
     if cfg.use_gpu is True or not blocked.torch_available():
         return False
-    p = resolve_params(n, d, dataclasses.replace(cfg, kind="auto"))
+    p = resolve_params(n, d, cfg)  # called for kind="auto" only
     if p["kind"] == "ivfpq":
         return False
     prec = blocked.resolve_precision(cfg.precision)
@@ -258,6 +258,11 @@ def _pq_m(d: int) -> int:
     return 1
 
 
+def default_nlist(n: int) -> int:
+    """The auto IVF list count: round(4 sqrt n), at most n / 39 (FAISS's training minimum) and 65,536."""
+    return int(min(65536, max(1, n // 39), max(1, round(4 * math.sqrt(n)))))
+
+
 def resolve_params(n: int, d: int, cfg: IndexConfig) -> dict:
     """The concrete index parameters ``build_index`` will use for ``n`` rows of dim ``d``.
 
@@ -276,7 +281,7 @@ def resolve_params(n: int, d: int, cfg: IndexConfig) -> dict:
             kind = "ivf"
     p: dict[str, Any] = {"kind": kind, "n": int(n), "d": int(d)}
     if kind in ("ivf", "ivfpq"):
-        nlist = cfg.nlist or int(min(65536, max(1, n // 39), max(1, round(4 * math.sqrt(n)))))
+        nlist = cfg.nlist or default_nlist(n)
         if nlist > n:
             raise ValueError(
                 f"IndexConfig.nlist={nlist} > n={n}; IVF needs at least one training point per list. "

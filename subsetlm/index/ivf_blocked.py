@@ -29,19 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._arrays import as_f32_block, sample_rows, take_f32
+from ._arrays import sample_rows, take_f32
 from .blocked import MARGIN, Blocks, check_recall, n_cores, resolve_precision, torch_threads
+from .faiss_index import default_nlist
 
 logger = logging.getLogger(__name__)
 
 PROBE_SLACK = 0.003  # aim this far above the target: the sample's recall is an estimate
 MAX_PAIR_FRACTION = 0.4  # above this share of all pairs, compare all pairs instead
 _ROWS = 16384  # rows per block of the assignment and of the final re-scoring
-
-
-def default_nlist(n: int) -> int:
-    """FAISS IVF's auto choice (``resolve_params``): round(4 sqrt n), at most n / 39 and 65,536."""
-    return int(min(65536, max(1, n // 39), max(1, round(4 * math.sqrt(n)))))
 
 
 def choose_nprobe(centroid_ranks: np.ndarray, truth_lists: np.ndarray, target: float) -> tuple[int, float]:
@@ -59,15 +55,16 @@ def choose_nprobe(centroid_ranks: np.ndarray, truth_lists: np.ndarray, target: f
     return nprobe, float(np.mean(r < nprobe))
 
 
-def _keys(bits: np.ndarray, precision: str) -> np.ndarray:
-    """The order keys of raw score bits (as ``_blocked_kernels.merge_bits`` compares them), int32."""
+def _keys(bits: np.ndarray, mask: int) -> np.ndarray:
+    """The order keys of raw score bits (as ``_blocked_kernels.merge_bits`` compares them), int32;
+    ``mask``: the magnitude bits of the precision (``Blocks.prod.mask``)."""
     v = bits.astype(np.int32)
-    return v ^ ((v >> 31) & (0x7FFF if precision == "bf16" else 0x7FFFFFFF))
+    return v ^ ((v >> 31) & mask)
 
 
-def _ranks(bits: np.ndarray, precision: str) -> np.ndarray:
+def _ranks(bits: np.ndarray, mask: int) -> np.ndarray:
     """(m, nlist) int32: the rank of each list by decreasing score (ties: the smaller list first)."""
-    order = np.argsort(-_keys(bits, precision).astype(np.int64), axis=1, kind="stable")
+    order = np.argsort(-_keys(bits, mask).astype(np.int64), axis=1, kind="stable")
     ranks = np.empty(order.shape, dtype=np.int32)
     np.put_along_axis(ranks, order, np.arange(order.shape[1], dtype=np.int32)[None, :], axis=1)
     return ranks
@@ -159,7 +156,7 @@ def ivf_blocked_knn(X, k: int, target_recall: float = 0.99, nlist: int | None = 
         truth, _ = bl.topk(X, L, rows, k, kc)
         own = _probes(bl, L[torch.from_numpy(np.maximum(truth, 0).ravel())], C, 1)[:, 0]  # their own lists
         truth_lists = np.where(truth >= 0, own.reshape(truth.shape), -1)
-        ranks = _ranks(bl.prod.scores(L[torch.from_numpy(rows)], C)[0], bl.prod.precision)
+        ranks = _ranks(bl.prod.scores(L[torch.from_numpy(rows)], C)[0], bl.prod.mask)
         nprobe, est = choose_nprobe(ranks, truth_lists, target_recall + PROBE_SLACK)
         # every row's probes: its nprobe nearest centroids, best first (ties: the smaller list)
         probes = _probes(bl, L, C, nprobe)

@@ -415,20 +415,19 @@ def knn_graph(X, k: int | None = None, cfg: IndexConfig | None = None, progress:
     t0 = time.perf_counter()
     with faiss_threads(cfg.n_threads):
         p = resolve_graph_params(n, X.shape[1], cfg)
-        if p["kind"] == "blocked" and p["partition"] == "ivf":
-            from .ivf_blocked import ivf_blocked_knn  # noqa: PLC0415 - imports torch
+        if p["kind"] == "blocked":
+            if p["partition"] == "ivf":
+                from .ivf_blocked import ivf_blocked_knn  # noqa: PLC0415 - imports torch
 
-            neighbors, sims, info = ivf_blocked_knn(X, k, target_recall=p["target_recall"], nlist=cfg.nlist,
-                                                    seed=cfg.seed, precision=p["precision"], margin=p["margin"],
-                                                    n_threads=cfg.n_threads, progress=progress)
-            n_inserted = info.pop("self_inserted")
-            p.update(info, device="cpu")
-            t_build = 0.0
-        elif p["kind"] == "blocked":
-            from .blocked import blocked_knn  # noqa: PLC0415 - imports torch
+                neighbors, sims, info = ivf_blocked_knn(X, k, target_recall=p["target_recall"], nlist=cfg.nlist,
+                                                        train_size=cfg.train_size, seed=cfg.seed,
+                                                        precision=p["precision"], margin=p["margin"],
+                                                        n_threads=cfg.n_threads, progress=progress)
+            else:
+                from .blocked import blocked_knn  # noqa: PLC0415 - imports torch
 
-            neighbors, sims, info = blocked_knn(X, k, precision=p["precision"], margin=p["margin"],
-                                                n_threads=cfg.n_threads, seed=cfg.seed, progress=progress)
+                neighbors, sims, info = blocked_knn(X, k, precision=p["precision"], margin=p["margin"],
+                                                    n_threads=cfg.n_threads, seed=cfg.seed, progress=progress)
             n_inserted = info.pop("self_inserted")
             p.update(info, device="cpu")
             t_build = 0.0

@@ -143,7 +143,11 @@ def run_inspect(cfg: InspectConfig, progress: bool = False) -> str:
         lines.append(f"  {s_name}: {g} -> {kk} ({kk / g:.1%} kept; {kk / max(1, sub.size):.1%} of the subset)")
     report = "\n".join(lines)
     if cfg.plot:
-        plot_inspect(Path(cfg.plot), hist, edges, src, kept)
+        from subsetlm._mirror import publish
+
+        plot = check_out(cfg.plot, "--plot")  # a URL: written to its local mirror, then uploaded
+        plot_inspect(plot, hist, edges, src, kept)
+        publish(plot)
         report += f"\nplot: {cfg.plot}"
     return report
 

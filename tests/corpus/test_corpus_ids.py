@@ -14,6 +14,12 @@ from subsetlm.corpus.ids import HASH_IDS, id_rule
 from subsetlm.corpus.rows import CorpusRows
 
 
+def _all_sha1(ids) -> bool:
+    """Every id is a content hash, and there is at least one (an empty list would pass ``all``)."""
+    ids = list(ids)
+    return bool(ids) and all(str(i).startswith("sha1:") for i in ids)
+
+
 def _jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -50,7 +56,7 @@ def test_hash_option_ignores_the_id_field(tmp_path):
     without = _jsonl(tmp_path / "b.jsonl", NO_IDS)
     hashed = _doc_ids(CorpusConfig([str(with_ids)], id_field=HASH_IDS))
     assert hashed == _doc_ids(CorpusConfig([str(without)]))  # same texts, same content-hash ids
-    assert all(i.startswith("sha1:") for i in hashed)
+    assert _all_sha1(hashed)
     assert id_rule(CorpusConfig([str(with_ids)], id_field=HASH_IDS)) == {
         "rule": "content-hash", "source": "content-hash", "field": None}
 
@@ -71,7 +77,7 @@ def test_a_later_record_without_id_names_its_line(tmp_path):
 
 def test_a_first_record_without_id_means_content_hashes(tmp_path):
     p = _jsonl(tmp_path / "c.jsonl", [{"text": "first"}, {"id": "x", "text": "second"}])
-    assert all(i.startswith("sha1:") for i in _doc_ids(CorpusConfig([str(p)])))
+    assert _all_sha1(_doc_ids(CorpusConfig([str(p)])))
 
 
 def test_files_that_disagree_are_refused_before_reading(tmp_path):
@@ -100,7 +106,7 @@ def test_parquet_and_saved_dataset_columns(tmp_path):
     pq.write_table(pa.table({"id": [f"p{i}" for i in range(3)], "text": ["a", "b", "c"]}), tmp_path / "with.parquet")
     pq.write_table(pa.table({"text": ["a", "b", "c"]}), tmp_path / "without.parquet")
     assert _doc_ids(CorpusConfig([str(tmp_path / "with.parquet")])) == ["p0", "p1", "p2"]
-    assert all(i.startswith("sha1:") for i in _doc_ids(CorpusConfig([str(tmp_path / "without.parquet")])))
+    assert _all_sha1(_doc_ids(CorpusConfig([str(tmp_path / "without.parquet")])))
     pq.write_table(pa.table({"id": ["p0", None], "text": ["a", "b"]}), tmp_path / "null.parquet")
     with pytest.raises(CorpusError, match=r"null\.parquet:row 1: id field 'id' is null"):
         _doc_ids(CorpusConfig([str(tmp_path / "null.parquet")]))
@@ -108,7 +114,7 @@ def test_parquet_and_saved_dataset_columns(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"id": [1, 2], "text": ["x y", "z"]}).save_to_disk(str(tmp_path / "hf"))
     assert _doc_ids(CorpusConfig([str(tmp_path / "hf")])) == ["1", "2"]
-    assert all(i.startswith("sha1:") for i in _doc_ids(CorpusConfig([str(tmp_path / "hf")], id_field=HASH_IDS)))
+    assert _all_sha1(_doc_ids(CorpusConfig([str(tmp_path / "hf")], id_field=HASH_IDS)))
 
 
 def test_txt_files_keep_path_ids_unless_hashed(tmp_path):
@@ -164,11 +170,11 @@ def test_store_and_subset_carry_the_corpus_ids(tmp_path):
     assert pq.read_table(store / "ids.parquet").column("doc_id").to_pylist() == [r["id"] for r in rows]
     assert main(["select", str(store), "--budget", "5", "--k", "4", "--out", str(sub), "-q"]) == 0
     picked = pq.read_table(sub / "subset.parquet").column("id").to_pylist()
-    assert {p.rpartition("#")[0] for p in picked} <= {r["id"] for r in rows}
+    assert len(picked) > 0 and {p.rpartition("#")[0] for p in picked} <= {r["id"] for r in rows}
     assert json.loads((sub / "manifest.json").read_text())["store"]["ids"]["field"] == "id"
 
     hashed = tmp_path / "hashed"
     assert main(["embed", str(corpus), "--out", str(hashed), "--model", "hashing", "--max-tokens", "0",
                  "--id-field", "@hash", "-q"]) == 0
     assert json.loads((hashed / "manifest.json").read_text())["ids"]["source"] == "content-hash"
-    assert all(d.startswith("sha1:") for d in pq.read_table(hashed / "ids.parquet").column("doc_id").to_pylist())
+    assert _all_sha1(pq.read_table(hashed / "ids.parquet").column("doc_id").to_pylist())
