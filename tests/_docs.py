@@ -25,3 +25,13 @@ def make_docs(n: int, seed: int = 0) -> list[dict]:
         rng.shuffle(words)
         docs.append({"id": f"doc{i:04d}", "text": " ".join(words).capitalize() + ".", "topic": topic})
     return docs
+
+
+#: five short sentences the tiny embed-test tokenizers are trained on (tests/embed)
+SENTENCES = [
+    "the cat sat on the mat",
+    "aspirin inhibits platelet aggregation in patients",
+    "the heart pumps blood through the arteries",
+    "a tumor was found in the brain of the patient",
+    "the dog sat on the log",
+]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -153,6 +153,32 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     np.maximum(norms, 1e-12, out=norms)
     return X / norms
+
+
+def seeded_unit(dim: int, seed: Any) -> np.ndarray:
+    """(dim,) float32 unit vector drawn from ``default_rng(seed)``: a fixed embedding for texts with no features."""
+    v = np.random.default_rng(seed).standard_normal(dim)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def embed_in_steps(texts: Sequence[str], dim: int, batch_size: int, progress: bool,
+                   embed_batch: Callable[[list[str]], np.ndarray], fallback: Callable[[], np.ndarray]) -> np.ndarray:
+    """(n, dim) float32 unit rows: ``embed_batch`` on ``max(batch_size, 1024)`` texts at a time, L2-normalised;
+    rows left all-zero (no features) get ``fallback()``. Results do not depend on ``batch_size``."""
+    texts = list(texts)
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    step = max(int(batch_size), 1024)
+    starts: Iterable[int] = range(0, len(texts), step)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="embed", unit="batch")
+    for s in starts:
+        out[s:s + step] = l2_normalize(embed_batch(texts[s:s + step]))
+    empty = ~np.any(out, axis=1)
+    if empty.any():
+        out[empty] = fallback()
+    return out
 
 
 def package_version(name: str) -> str | None:

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from subsetlm._io import read_json, write_json_atomic
-from subsetlm.embed.base import Embedder, l2_normalize, package_version
+from subsetlm.embed.base import Embedder, embed_in_steps, package_version, seeded_unit
 from subsetlm.registry import register
 
 logger = logging.getLogger(__name__)
@@ -207,8 +207,7 @@ class HashingEmbedder(Embedder):
 
     def wordless(self) -> np.ndarray:
         """(dim,) float32 unit vector: the embedding of every text without a hashed word (e.g. ``"."``)."""
-        v = np.random.default_rng([self.seed, 0x776F72646C657373]).standard_normal(self.dim)
-        return (v / np.linalg.norm(v)).astype(np.float32)
+        return seeded_unit(self.dim, [self.seed, 0x776F72646C657373])
 
     def embed(self, texts: Sequence[str], batch_size: int = 4096, progress: bool = False) -> np.ndarray:
         """Embed ``texts`` -> (n, dim) float32, rows of unit L2 norm (:meth:`wordless` for texts without words).
@@ -216,25 +215,14 @@ class HashingEmbedder(Embedder):
         ``batch_size`` bounds the sparse intermediate; results do not depend on it.
         """
         self._check_fitted()
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        step = max(int(batch_size), 1024)
-        rng_iter = range(0, len(texts), step)
-        if progress:
-            from tqdm.auto import tqdm
 
-            rng_iter = tqdm(rng_iter, desc="embed", unit="batch")
-        for s in rng_iter:
-            X = self._tfidf(self._counts(texts[s:s + step]), self.idf_)
+        def batch(chunk: list[str]) -> np.ndarray:
+            X = self._tfidf(self._counts(chunk), self.idf_)
             if self.projection == "svd":
-                Y = np.asarray(X @ self.components_.T, dtype=np.float32)
-            else:
-                Y = (X @ self._projection_matrix()).toarray().astype(np.float32, copy=False)
-            out[s:s + step] = l2_normalize(Y)
-        empty = ~np.any(out, axis=1)
-        if empty.any():
-            out[empty] = self.wordless()
-        return out
+                return np.asarray(X @ self.components_.T, dtype=np.float32)
+            return (X @ self._projection_matrix()).toarray().astype(np.float32, copy=False)
+
+        return embed_in_steps(texts, self.dim, batch_size, progress, batch, self.wordless)
 
 
 @register("embedder", "hashing")

@@ -56,7 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from subsetlm._io import read_json, write_json_atomic
-from subsetlm.embed.base import Embedder, package_version
+from subsetlm.embed.base import Embedder, embed_in_steps, package_version, seeded_unit
 from subsetlm.embed.distill import Recipe, distilled, load, require_model2vec, words_digest
 from subsetlm.registry import register
 
@@ -366,8 +366,7 @@ class StaticEmbedder(Embedder):
 
     def tokenless(self) -> np.ndarray:
         """(dim,) float32 unit vector: the embedding of a text without a known token (e.g. only emoji)."""
-        v = np.random.default_rng([self.dim, 0x746F6B656E6C657373]).standard_normal(self.dim)
-        return (v / np.linalg.norm(v)).astype(np.float32)
+        return seeded_unit(self.dim, [self.dim, 0x746F6B656E6C657373])
 
     def embed(self, texts: Sequence[str], batch_size: int = 4096, progress: bool = False) -> np.ndarray:
         """Embed ``texts`` -> (n, dim) float32, rows of unit L2 norm (:meth:`tokenless` for texts without tokens).
@@ -377,28 +376,15 @@ class StaticEmbedder(Embedder):
         import scipy.sparse as sp
 
         self._ready(progress)
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        step = max(int(batch_size), 1024)
-        rng = range(0, len(texts), step)
-        if progress:
-            from tqdm.auto import tqdm
-
-            rng = tqdm(rng, desc="embed", unit="batch")
         table = self._table
-        for s in rng:
-            ids, indptr = _flat_ids(self._tok, texts[s:s + step], self._unk)
+
+        def batch(chunk: list[str]) -> np.ndarray:  # the sum of token vectors: the mean's direction
+            ids, indptr = _flat_ids(self._tok, chunk, self._unk)
             A = sp.csr_matrix((np.ones(len(ids), dtype=np.float32), ids, indptr),
                               shape=(len(indptr) - 1, table.shape[0]))
-            Y = np.asarray(A @ table, dtype=np.float32)
-            norms = np.linalg.norm(Y, axis=1, keepdims=True)
-            np.maximum(norms, 1e-12, out=norms)
-            Y /= norms
-            out[s:s + step] = Y
-        empty = ~np.any(out, axis=1)
-        if empty.any():
-            out[empty] = self.tokenless()
-        return out
+            return np.asarray(A @ table, dtype=np.float32)
+
+        return embed_in_steps(texts, self.dim, batch_size, progress, batch, self.tokenless)
 
 
 def _flat_ids(tok: Any, texts: Sequence[str], unk: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -6,13 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SENTENCES = [
-    "the cat sat on the mat",
-    "aspirin inhibits platelet aggregation in patients",
-    "the heart pumps blood through the arteries",
-    "a tumor was found in the brain of the patient",
-    "the dog sat on the log",
-]
+from _docs import SENTENCES  # shared with test_static.py (a plain module: no conftest name clash)
 
 
 def _bert_tokenizer():

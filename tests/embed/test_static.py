@@ -22,7 +22,7 @@ from subsetlm.embed import EmbedConfig, EmbeddingStore, embed_corpus, get_embedd
 from subsetlm.embed import distill  # noqa: E402
 from subsetlm.embed.static import StaticEmbedder  # noqa: E402
 
-from conftest import SENTENCES  # noqa: E402
+from _docs import SENTENCES  # noqa: E402
 
 TEXTS = SENTENCES + ["the patient sat on the mat", "blood pumps through the heart", "???"]
 
